@@ -1,0 +1,91 @@
+"""carweb: the back end of a fleet of connected cars (Flask app factory)."""
+
+import logging
+import os
+
+from flask import Flask, render_template
+
+from carweb.config import ROOT, Config
+
+
+def create_app(config=None):
+    """Build the app: config, extensions, blueprints, error pages, commands, background."""
+    if config is None:
+        config = Config()
+    app = Flask(
+        __name__,
+        template_folder=os.path.join(ROOT, "templates"),
+        static_folder=os.path.join(ROOT, "static"),
+    )
+    app.config.from_object(config)
+    if not app.config.get("SECRET_KEY"):
+        raise RuntimeError("SECRET_KEY is not set; see .env.example")
+    logging.basicConfig(level=os.environ.get("CARWEB_LOG_LEVEL", "INFO"))
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_commands(app)
+    register_background(app)
+    return app
+
+
+def register_extensions(app):
+    """Bind the unbound extensions of `extensions.py` to this app."""
+    from carweb.auth import init_login
+    from carweb.extensions import connect_db, csrf, socketio
+
+    connect_db(app)
+    csrf.init_app(app)
+    init_login(app)
+    socketio.init_app(
+        app,
+        async_mode="gevent" if _gevent_patched() else "threading",
+        message_queue=app.config.get("SOCKETIO_MESSAGE_QUEUE"),
+        cors_allowed_origins=app.config.get("SOCKETIO_ALLOWED_ORIGINS"),
+    )
+
+
+def register_blueprints(app):
+    """Mount every feature's blueprint."""
+    from carweb.api import bp as api_bp
+    from carweb.auth import bp as auth_bp
+    from carweb.devices import bp as devices_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(devices_bp)
+    app.register_blueprint(api_bp)
+
+
+def register_errorhandlers(app):
+    """Render error pages from templates/errors/."""
+
+    def render_error(error):
+        code = getattr(error, "code", 500)
+        return render_template(f"errors/{code}.html", error=error), code
+
+    for code in (400, 401, 403, 404, 413, 500):
+        app.register_error_handler(code, render_error)
+
+
+def register_commands(app):
+    """Add carweb's `flask` commands."""
+    from carweb.cli import init_app
+
+    init_app(app)
+
+
+def register_background(app):
+    """Start index creation and the embedded bridge, only inside a gevent server process."""
+    from carweb.background import start_background
+
+    if _gevent_patched() and app.config["CARWEB_BRIDGE"] != "off":
+        start_background(app, bridge=app.config["CARWEB_BRIDGE"] == "embedded")
+
+
+def _gevent_patched():
+    """True inside gunicorn's gevent worker or `python -m carweb.bridge`, False in CLI and tests."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        return False
+    return monkey.is_module_patched("socket")

@@ -1,0 +1,61 @@
+"""Authentication: login, logout, and the rule that every page but a few needs a login."""
+
+from functools import wraps
+
+from flask import Blueprint, abort, request, url_for
+from flask_login import current_user
+
+from carweb.extensions import login_manager
+from carweb.models import User
+
+bp = Blueprint("auth", __name__)
+PUBLIC_ENDPOINTS = {"auth.login", "api.healthz", "api.metrics", "static"}
+
+
+def init_login(app):
+    """Bind Flask-Login and make login the default for every endpoint."""
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message_category = "info"
+    app.before_request(require_login)
+
+
+@login_manager.user_loader
+def load_user(user_id):
+    """Load the session's user; inactive or deleted users are logged out."""
+    user = User.objects(pk=user_id).first()
+    return user if user is not None and user.active else None
+
+
+def require_login():
+    """Redirect to /login for any endpoint not listed as public."""
+    if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
+        return None
+    if not current_user.is_authenticated:
+        return login_manager.unauthorized()
+    return None
+
+
+def role_required(*roles):
+    """Refuse a view with 403 unless the user has one of `roles`."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapped(*args, **kwargs):
+            if current_user.role not in roles:
+                abort(403)
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def safe_next_url(target):
+    """Return `target` when it is a path on this site, else the device list."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for("devices.index")
+
+
+from carweb.auth import routes  # noqa: E402,F401 - registers the views on bp

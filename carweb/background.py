@@ -1,0 +1,42 @@
+"""Work a server process runs beside its requests: index creation, then the bridge."""
+
+import logging
+
+import gevent
+
+from carweb.bridge.service import Bridge
+from carweb.models import ensure_indexes
+
+log = logging.getLogger(__name__)
+BRIDGE_KEY = "carweb.bridge"
+
+
+def start_background(app, bridge=True):
+    """Create indexes once (retrying until MongoDB answers), then start the bridge."""
+    service = Bridge(app) if bridge else None
+    app.extensions[BRIDGE_KEY] = service
+    gevent.spawn(_prepare_and_start, app, service)
+    return service
+
+
+def running_bridge(app):
+    """The bridge of this process, or None where it runs elsewhere."""
+    return app.extensions.get(BRIDGE_KEY)
+
+
+def _prepare_and_start(app, service):
+    """Index creation happens here, outside the bridge, once per process."""
+    delay = 1
+    with app.app_context():
+        while True:
+            try:
+                ensure_indexes()
+                break
+            except Exception as exc:  # noqa: BLE001 - keep trying until MongoDB answers
+                log.warning("creating indexes failed (%s); retrying in %s s", exc, delay)
+                if service is not None:
+                    service.state, service.last_error = "waiting for database", repr(exc)
+                gevent.sleep(delay)
+                delay = min(delay * 2, 30)
+    if service is not None:
+        service.start()

@@ -1,0 +1,1 @@
+"""The MQTT bridge: broker -> MongoDB -> Socket.IO."""

@@ -1,0 +1,87 @@
+"""paho-mqtt client set-up: broker URL, TLS, credentials and a persistent session."""
+
+import ssl
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+SCHEMES = {"mqtt": (False, 1883), "mqtts": (True, 8883), "ssl": (True, 8883), "tcp": (False, 1883)}
+PROTOCOLS = {"5": MQTTProtocolVersion.MQTTv5, "3.1.1": MQTTProtocolVersion.MQTTv311}
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where and how to reach the broker, parsed from MQTT_URL."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+
+
+def parse_mqtt_url(url):
+    """Parse `mqtt://user:pass@host:port` or `mqtts://...`; raise ValueError when malformed."""
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES:
+        raise ValueError(f"MQTT_URL must start with mqtt:// or mqtts://, got {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"MQTT_URL has no host: {url!r}")
+    tls, default_port = SCHEMES[parts.scheme]
+    return BrokerAddress(
+        host=parts.hostname,
+        port=parts.port or default_port,
+        tls=tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def build_client(config, manual_ack=True, client_id=None, persistent=True):
+    """A paho client configured from carweb's config, not yet connected."""
+    address = parse_mqtt_url(config["MQTT_URL"])
+    protocol = PROTOCOLS.get(str(config.get("MQTT_PROTOCOL", "5")))
+    if protocol is None:
+        raise ValueError("MQTT_PROTOCOL must be 5 or 3.1.1")
+    v311_session = {} if protocol == MQTTProtocolVersion.MQTTv5 else {"clean_session": not persistent}
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id or config["MQTT_CLIENT_ID"],
+        protocol=protocol,
+        manual_ack=manual_ack,
+        **v311_session,
+    )
+    if address.username:
+        client.username_pw_set(address.username, address.password)
+    if address.tls:
+        client.tls_set(
+            ca_certs=config.get("MQTT_CA_FILE"),
+            certfile=config.get("MQTT_CERT_FILE"),
+            keyfile=config.get("MQTT_KEY_FILE"),
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    return client, address
+
+
+def connect_async(client, address, config, persistent=True):
+    """Start connecting; MQTT 5 sessions are resumed (no clean start) and kept for a week."""
+    keepalive = int(config.get("MQTT_KEEPALIVE", 30))
+    if client.protocol != MQTTProtocolVersion.MQTTv5:
+        client.connect_async(address.host, address.port, keepalive)
+        return
+    properties = Properties(PacketTypes.CONNECT)
+    if persistent:
+        properties.SessionExpiryInterval = int(config.get("MQTT_SESSION_EXPIRY", 7 * 24 * 3600))
+        properties.ReceiveMaximum = int(config.get("MQTT_RECEIVE_MAXIMUM", 1000))
+    client.connect_async(
+        address.host,
+        address.port,
+        keepalive,
+        clean_start=not persistent,
+        properties=properties,
+    )

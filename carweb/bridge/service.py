@@ -1,0 +1,163 @@
+"""The bridge service: network greenlet -> bounded queue -> writer greenlet, acking after storing."""
+
+import logging
+import time
+from datetime import UTC, datetime
+
+import gevent
+from gevent.queue import Empty, Queue
+from paho.mqtt.enums import MQTTProtocolVersion
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from pymongo.errors import PyMongoError
+
+from carweb import live, metrics
+from carweb.bridge.ingest import build_documents, ingest_batch
+from carweb.bridge.mqtt import build_client, connect_async
+from carweb.bridge.topics import SUBSCRIPTION
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF = 30
+
+
+class Bridge:
+    """Subscribes to every device topic, stores each message, then acks and emits it."""
+
+    def __init__(self, app):
+        self.app = app
+        self.config = app.config
+        self.client = None
+        self.queue = None
+        self.mqtt_state = "connecting"
+        self.state = "starting"
+        self.last_error = None
+        self._connections = 0
+        self._supervisor = None
+
+    def start(self):
+        """Run the bridge in a supervised greenlet; returns at once."""
+        self._supervisor = gevent.spawn(self._supervise)
+        return self
+
+    def stop(self):
+        """Stop the bridge and disconnect from the broker."""
+        if self._supervisor is not None:
+            self._supervisor.kill()
+        if self.client is not None:
+            self.client.disconnect()
+        self.state = "stopped"
+
+    def status(self):
+        """A dict for /healthz: broker connection and bridge state."""
+        return {"mqtt": self.mqtt_state, "bridge": self.state, "bridge_error": self.last_error}
+
+    def publish(self, topic, payload, qos=1, retain=False):
+        """Publish on the bridge's own connection (the small interface `ota` uses)."""
+        if self.client is None:
+            raise RuntimeError("the MQTT bridge is not running")
+        return self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def _supervise(self):
+        """Run the bridge; if it dies, log why and start it again with back-off."""
+        delay = 1
+        while True:
+            started = time.monotonic()
+            try:
+                self._run_once()
+            except gevent.GreenletExit:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any crash must restart the bridge
+                log.exception("MQTT bridge died; restarting in %s s", delay)
+                self.state, self.last_error = "restarting", repr(exc)
+                metrics.bridge_restarts.inc()
+            self.mqtt_state = "disconnected"
+            delay = 1 if time.monotonic() - started > 60 else min(delay * 2, MAX_BACKOFF)
+            gevent.sleep(delay)
+
+    def _run_once(self):
+        """Connect and run the network and writer greenlets until one of them fails."""
+        self.queue = Queue(maxsize=self.config["CARWEB_QUEUE_MAX"])
+        client, address = build_client(self.config)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self.client = client
+        connect_async(client, address, self.config)
+        network = gevent.spawn(client.loop_forever, retry_first_connection=True)
+        writer = gevent.spawn(self._write_loop, client)
+        self.state = "running"
+        try:
+            done = gevent.wait([network, writer], count=1)
+            for greenlet in done:
+                greenlet.get()  # re-raises the exception that ended it
+            raise RuntimeError("bridge greenlet ended")
+        finally:
+            gevent.killall([network, writer])
+            client.disconnect()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        """Subscribe to every device topic once the broker accepts us."""
+        if reason_code.is_failure:
+            self.mqtt_state = f"refused: {reason_code}"
+            log.error("broker refused the connection: %s", reason_code)
+            return
+        self._connections += 1
+        if self._connections > 1:
+            metrics.reconnects.inc()
+        self.mqtt_state = "connected"
+        if client.protocol == MQTTProtocolVersion.MQTTv5:
+            # retainHandling=1: retained messages only for a new subscription, so a
+            # resumed session does not store every retained status again.
+            client.subscribe(SUBSCRIPTION, options=SubscribeOptions(qos=1, retainHandling=1))
+        elif not flags.session_present:
+            client.subscribe(SUBSCRIPTION, qos=1)
+        log.info("connected to the broker (session present: %s)", flags.session_present)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        """Record the lost connection; paho reconnects with back-off by itself."""
+        self.mqtt_state = "disconnected"
+        log.warning("disconnected from the broker: %s", reason_code)
+
+    def _on_message(self, client, userdata, msg):
+        """Queue a message; a full queue blocks here, so we stop reading from the broker."""
+        metrics.received.inc()
+        self.queue.put((msg, datetime.now(UTC)))
+        metrics.queue_depth.set(self.queue.qsize())
+
+    def _write_loop(self, client):
+        """Group commit: write whatever is queued as soon as the previous write is done."""
+        with self.app.app_context():
+            while True:
+                arrivals = self._next_batch()
+                docs = build_documents(arrivals, self.config["MQTT_MAX_PAYLOAD"])
+                result = self._store(docs)
+                for msg, _ in arrivals:
+                    if msg.qos:
+                        client.ack(msg.mid, msg.qos)
+                metrics.queue_depth.set(self.queue.qsize())
+                live.publish_batch(result.stored, result.devices)
+
+    def _next_batch(self):
+        """Wait for one message, then take every queued one up to the batch limit."""
+        arrivals = [self.queue.get()]
+        limit = self.config["CARWEB_BATCH_MAX"]
+        while len(arrivals) < limit:
+            try:
+                arrivals.append(self.queue.get_nowait())
+            except Empty:
+                break
+        return arrivals
+
+    def _store(self, docs):
+        """Write a batch, retrying with back-off while the database is unreachable."""
+        delay = 0.1
+        while True:
+            try:
+                result = ingest_batch(docs)
+                self.state, self.last_error = "running", None
+                return result
+            except PyMongoError as exc:
+                self.state, self.last_error = "waiting for database", repr(exc)
+                metrics.write_retries.inc()
+                log.warning("storing %d messages failed (%s); retrying in %.1f s", len(docs), exc, delay)
+                gevent.sleep(delay)
+                delay = min(delay * 2, 5)

@@ -1,0 +1,47 @@
+"""Topic rules of the contract: the first level is the device id (pure functions)."""
+
+import re
+
+MAX_DEVICE_ID_LENGTH = 128
+SUBSCRIPTION = "+/#"
+
+# Topics carweb publishes to devices: stored as outbound, never treated as device input.
+_OUTBOUND = re.compile(r"^[^/]+/firmware/(update|cancel|chunk/[^/]+/\d+)$")
+
+
+class TopicError(ValueError):
+    """A topic that cannot be stored; the message says why."""
+
+
+def device_id_of(topic):
+    """Return the device id of a topic, or raise TopicError for an unusable one."""
+    first = topic.split("/", 1)[0]
+    if not first:
+        raise TopicError("empty device id")
+    if len(first) > MAX_DEVICE_ID_LENGTH:
+        raise TopicError("device id too long")
+    return first
+
+
+def direction_of(topic):
+    """'out' for topics carweb publishes to devices, 'in' for everything devices send."""
+    return "out" if _OUTBOUND.match(topic) else "in"
+
+
+def is_status_topic(topic):
+    """Tell whether the topic is a device's retained `<id>/status` (its last will)."""
+    parts = topic.split("/")
+    return len(parts) == 2 and parts[1] == "status"
+
+
+def topic_filter_regex(topic_filter):
+    """Turn an MQTT topic filter (`+`, `#` wildcards) into an anchored regular expression."""
+    parts = []
+    levels = topic_filter.split("/")
+    for position, level in enumerate(levels):
+        if level == "#" and position == len(levels) - 1:
+            parts.append("(/.*)?" if position else ".*")
+            break
+        prefix = "/" if position else ""
+        parts.append(prefix + ("[^/]*" if level == "+" else re.escape(level)))
+    return "^" + "".join(parts) + "$"

@@ -1,0 +1,98 @@
+"""`flask --app carweb ...` commands: users, database, bridge, simulator."""
+
+import os
+import secrets
+import sys
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from carweb.models import User, ensure_indexes
+from carweb.models.user import ROLES
+
+bridge_cli = AppGroup("bridge", help="The MQTT bridge.")
+
+
+def init_app(app):
+    """Register the commands on the app."""
+    app.cli.add_command(create_user)
+    app.cli.add_command(init_db)
+    app.cli.add_command(ensure_admin)
+    app.cli.add_command(bridge_cli)
+    app.cli.add_command(simulate)
+
+
+@click.command("create-user")
+@click.argument("email")
+@click.option("--role", type=click.Choice(ROLES), default="operator", show_default=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def create_user(email, role, password_stdin):
+    """Create a user, or reset the password and role of an existing one."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 8:
+        raise click.ClickException("the password must have at least 8 characters")
+    ensure_indexes()
+    user = User.create_or_update(email, password, role=role)
+    click.echo(f"user {user.email} ({user.role}) saved")
+
+
+@click.command("init-db")
+def init_db():
+    """Create the collections' indexes (idempotent)."""
+    ensure_indexes()
+    click.echo("indexes ready")
+
+
+def bootstrap_admin(email=None, password=None):
+    """Create/update the configured admin, or make one with a random password when no user exists.
+
+    Returns (email, password) when a password was generated and must be shown once, else None.
+    """
+    if email and password:
+        User.create_or_update(email, password, role="admin")
+        return None
+    if User.objects.first() is not None:
+        return None
+    generated = secrets.token_urlsafe(12)
+    User.create_or_update("admin@localhost", generated, role="admin")
+    return "admin@localhost", generated
+
+
+@click.command("ensure-admin")
+def ensure_admin():
+    """Apply CARWEB_ADMIN_EMAIL/CARWEB_ADMIN_PASSWORD, or create a first admin if there is none."""
+    ensure_indexes()
+    created = bootstrap_admin(os.environ.get("CARWEB_ADMIN_EMAIL"), os.environ.get("CARWEB_ADMIN_PASSWORD"))
+    if created:
+        click.echo(f"created admin {created[0]} with password {created[1]} (shown once)")
+
+
+@bridge_cli.command("run")
+def bridge_run():
+    """Run the bridge in this process (use CARWEB_BRIDGE=external in the web processes)."""
+    os.execv(sys.executable, [sys.executable, "-m", "carweb.bridge"])
+
+
+@click.command("simulate")
+@click.option("--devices", "count", type=click.IntRange(1, 10000), default=10, show_default=True)
+@click.option(
+    "--rate",
+    type=click.FloatRange(0.001, 1000),
+    default=1.0,
+    show_default=True,
+    help="Messages per second per device.",
+)
+@click.option("--mqtt-url", default=None, help="Broker URL (default: MQTT_URL).")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--prefix", default="sim", show_default=True, help="Device ids are <prefix>-<n>.")
+def simulate(count, rate, mqtt_url, duration, prefix):
+    """Run a fleet of simulated cars that publish telemetry."""
+    from carweb.simulator import Fleet
+
+    fleet = Fleet(mqtt_url or current_app.config["MQTT_URL"], count, rate, prefix=prefix)
+    click.echo(f"simulating {count} devices at {rate} msg/s each on {fleet.url}")
+    fleet.run(duration=duration)

@@ -1,0 +1,66 @@
+"""Configuration read from the environment (and `.env` in development)."""
+
+import os
+import socket
+
+from dotenv import load_dotenv
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def env_bool(name, default=False):
+    """Read a yes/no environment variable."""
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def env_int(name, default):
+    """Read an integer environment variable."""
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+class Config:
+    """Settings for a deployed carweb; every value can be overridden by environment."""
+
+    def __init__(self):
+        load_dotenv(os.path.join(ROOT, ".env"))  # never overrides the real environment
+        self.SECRET_KEY = os.environ.get("SECRET_KEY")
+        self.MONGODB_URI = os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27017/carweb")
+        self.MQTT_URL = os.environ.get("MQTT_URL", "mqtt://127.0.0.1:1883")
+        self.MQTT_CLIENT_ID = os.environ.get("MQTT_CLIENT_ID") or f"carweb-{socket.gethostname()}"
+        self.MQTT_PROTOCOL = os.environ.get("MQTT_PROTOCOL", "5")
+        self.MQTT_CA_FILE = os.environ.get("MQTT_CA_FILE") or None
+        self.MQTT_CERT_FILE = os.environ.get("MQTT_CERT_FILE") or None
+        self.MQTT_KEY_FILE = os.environ.get("MQTT_KEY_FILE") or None
+        self.MQTT_MAX_PAYLOAD = env_int("MQTT_MAX_PAYLOAD", 256 * 1024)
+        self.MQTT_KEEPALIVE = env_int("MQTT_KEEPALIVE", 30)
+        self.CARWEB_BRIDGE = os.environ.get("CARWEB_BRIDGE", "embedded")
+        self.CARWEB_BATCH_MAX = env_int("CARWEB_BATCH_MAX", 500)
+        self.CARWEB_QUEUE_MAX = env_int("CARWEB_QUEUE_MAX", 5000)
+        self.CARWEB_PAGE_SIZE = env_int("CARWEB_PAGE_SIZE", 50)
+        self.CARWEB_METRICS_TOKEN = os.environ.get("CARWEB_METRICS_TOKEN") or None
+        self.SOCKETIO_MESSAGE_QUEUE = os.environ.get("SOCKETIO_MESSAGE_QUEUE") or None
+        origins = os.environ.get("SOCKETIO_ALLOWED_ORIGINS", "")
+        self.SOCKETIO_ALLOWED_ORIGINS = [o.strip() for o in origins.split(",") if o.strip()] or None
+        self.SESSION_COOKIE_HTTPONLY = True
+        self.SESSION_COOKIE_SAMESITE = "Lax"
+        self.SESSION_COOKIE_SECURE = env_bool("CARWEB_SECURE_COOKIES")
+        self.REMEMBER_COOKIE_HTTPONLY = True
+        self.REMEMBER_COOKIE_SAMESITE = "Lax"
+        self.REMEMBER_COOKIE_SECURE = self.SESSION_COOKIE_SECURE
+        self.WTF_CSRF_TIME_LIMIT = None
+        self.TESTING = False
+
+
+class TestConfig(Config):
+    """Settings for the Flask test client: no bridge and a fixed secret."""
+
+    def __init__(self, **overrides):
+        super().__init__()
+        self.TESTING = True
+        self.SECRET_KEY = "test-secret-key"
+        self.CARWEB_BRIDGE = "off"
+        self.__dict__.update(overrides)

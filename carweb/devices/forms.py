@@ -1,0 +1,60 @@
+"""Forms of the devices blueprint."""
+
+from datetime import UTC
+
+from flask_wtf import FlaskForm
+from wtforms import DateTimeLocalField, HiddenField, StringField, SubmitField
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
+
+from carweb.history import decode_cursor
+
+
+class RenameForm(FlaskForm):
+    """A device's display name."""
+
+    name = StringField("Name", validators=[DataRequired(), Length(max=200)])
+    submit = SubmitField("Rename")
+
+
+class DeleteForm(FlaskForm):
+    """Confirms deleting a device and all its messages."""
+
+    submit = SubmitField("Delete device and messages")
+
+
+class SearchForm(FlaskForm):
+    """Search of the device list by id or name (a GET form, no CSRF)."""
+
+    class Meta:
+        csrf = False
+
+    q = StringField("Search", validators=[Optional(), Length(max=200)])
+
+
+class HistoryFilterForm(FlaskForm):
+    """Filters of a device's message history (a GET form, no CSRF); times are UTC."""
+
+    class Meta:
+        csrf = False
+
+    topic = StringField("Topic", validators=[Optional(), Length(max=1024)])
+    since = DateTimeLocalField("From (UTC)", validators=[Optional()], format="%Y-%m-%dT%H:%M")
+    until = DateTimeLocalField("To (UTC)", validators=[Optional()], format="%Y-%m-%dT%H:%M")
+    before = HiddenField()
+
+    def validate_before(self, field):
+        """The cursor must be one this app made."""
+        if field.data:
+            try:
+                decode_cursor(field.data)
+            except ValueError as exc:
+                raise ValidationError("Bad page cursor.") from exc
+
+    def validate_until(self, field):
+        """The range must not end before it starts."""
+        if field.data and self.since.data and field.data < self.since.data:
+            raise ValidationError("'To' is before 'From'.")
+
+    def utc(self, field):
+        """A time field's value as an aware UTC datetime, or None."""
+        return field.data.replace(tzinfo=UTC) if field.data else None

@@ -1,0 +1,66 @@
+"""The one place that emits Socket.IO events, and the names of their rooms."""
+
+from collections import defaultdict
+
+from carweb.extensions import socketio
+from carweb.payloads import payload_view
+
+DEVICES_ROOM = "devices"
+
+
+def device_room(device_id):
+    """The room of one device's page."""
+    return f"device:{device_id}"
+
+
+def message_summary(doc):
+    """What a page needs to show one stored message (the page escapes every string)."""
+    kind, body, hidden = payload_view(doc.get("kind"), doc.get("payload"), doc.get("text"))
+    return {
+        "id": str(doc["_id"]),
+        "topic": doc["topic"],
+        "direction": doc.get("direction", "in"),
+        "qos": doc.get("qos", 0),
+        "retain": doc.get("retain", False),
+        "received_at": _iso(doc["received_at"]),
+        "kind": kind,
+        "body": body,
+        "hidden": hidden,
+        "size": doc.get("size"),
+        "truncated": doc.get("truncated", False),
+    }
+
+
+def device_summary(doc):
+    """What the device list needs to update one row."""
+    return {
+        "device_id": doc["device_id"],
+        "name": doc.get("name") or None,
+        "online": bool(doc.get("online")),
+        "message_count": doc.get("message_count", 0),
+        "last_seen_at": _iso(doc.get("last_seen_at")),
+    }
+
+
+def publish_batch(stored, devices):
+    """Emit one event per device room and one to the list room for a stored batch."""
+    per_device = defaultdict(list)
+    for doc in stored:
+        per_device[doc["device_id"]].append(message_summary(doc))
+    for device_id, messages in per_device.items():
+        socketio.emit("messages", messages, to=device_room(device_id))
+    if devices:
+        socketio.emit("devices", [device_summary(d) for d in devices], to=DEVICES_ROOM)
+
+
+def format_utc(value):
+    """Show a datetime or ISO string as `YYYY-MM-DD HH:MM:SS.mmm` (UTC); '—' for none."""
+    if not value:
+        return "—"
+    text = value if isinstance(value, str) else _iso(value)
+    return text.replace("T", " ").removesuffix("+00:00")
+
+
+def _iso(value):
+    """ISO 8601 in UTC with milliseconds, or None."""
+    return value.isoformat(timespec="milliseconds") if value else None

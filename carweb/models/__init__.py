@@ -1,0 +1,16 @@
+"""MongoEngine documents; collection names are a contract operators query."""
+
+from carweb.models.device import Device
+from carweb.models.message import Message
+from carweb.models.user import User
+
+ALL_DOCUMENTS = (User, Device, Message)
+
+
+def ensure_indexes():
+    """Create every index of every document once (called at start-up, not per request)."""
+    for document in ALL_DOCUMENTS:
+        document.ensure_indexes()
+
+
+__all__ = ["Device", "Message", "User", "ALL_DOCUMENTS", "ensure_indexes"]

@@ -1,0 +1,17 @@
+"""gunicorn settings for carweb; every value can be overridden by environment or flags."""
+
+import os
+
+# One worker per process: each worker would run its own bridge with the same MQTT client
+# id, and Socket.IO sessions need sticky routing. Scale with more processes behind nginx.
+workers = 1
+worker_class = "gevent"
+worker_connections = int(os.environ.get("CARWEB_WORKER_CONNECTIONS", "1000"))
+bind = f"{os.environ.get('CARWEB_HOST', '127.0.0.1')}:{os.environ.get('CARWEB_PORT', '8000')}"
+graceful_timeout = int(os.environ.get("CARWEB_GRACEFUL_TIMEOUT", "5"))
+timeout = 60
+accesslog = "-" if os.environ.get("CARWEB_ACCESS_LOG", "1") not in ("0", "false", "no") else None
+errorlog = "-"
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn 27's control socket in ~/.gunicorn/ is shared by every instance of a user.
+control_socket_disable = True
