@@ -70,33 +70,41 @@ def estimated_window(device, limit):
 
 def message_page(device, query):
     """Return one page of a device's messages, newest first, with the older-page cursor."""
-    base = {"device_id": device.device_id}
-    if query.topic:
-        base["topic"] = {"$regex": topic_filter_regex(query.topic)}
-    upper = _upper_bound(query)
-    if upper:
-        base.update(upper)
-    floor = query.since or _start_of(device)
-    anchor = query.before[0] if query.before else (query.until or device.last_seen_at)
-    window = estimated_window(device, query.limit)
+    matches = re.compile(topic_filter_regex(query.topic)).match if query.topic else None
     wanted = query.limit + 1
     page = HistoryPage()
-    collection = Message._get_collection()
-    band_top = None
-    while True:
+    top, inclusive = _page_top(query)
+    if query.before and not inclusive:
+        at, oid = query.before
+        ties = {"device_id": device.device_id, "received_at": at, "_id": {"$lt": oid}}
+        page.messages.extend(_fetch(ties, wanted, matches))
+        page.queries += 1
+    floor = query.since or _start_of(device)
+    anchor = top or device.last_seen_at
+    window = estimated_window(device, query.limit)
+    while len(page.messages) < wanted:
         lower = anchor - window if (window and anchor) else None
         exhausted = lower is None or (floor is not None and lower <= floor)
-        band = _band(base, lower if not exhausted else floor, band_top)
-        docs = list(collection.find(band, sort=SORT, limit=wanted - len(page.messages)))
+        band = _band(device.device_id, floor if exhausted else lower, top, inclusive)
+        page.messages.extend(_fetch(band, wanted - len(page.messages), matches))
         page.queries += 1
-        page.messages.extend(docs)
-        if len(page.messages) >= wanted or exhausted:
+        if exhausted:
             break
-        band_top, window = lower, window * WIDEN_FACTOR
+        top, inclusive, window = lower, False, window * WIDEN_FACTOR
     if len(page.messages) > query.limit:
         page.messages = page.messages[: query.limit]
         page.older = encode_cursor(page.messages[-1])
     return page
+
+
+def _page_top(query):
+    """The newest time a page may show, and whether that time itself is included."""
+    if query.before:
+        at = query.before[0]
+        if query.until and query.until < at:
+            return query.until, True
+        return at, False
+    return query.until, True
 
 
 def _start_of(device):
@@ -104,26 +112,28 @@ def _start_of(device):
     return device.created_at - MIN_WINDOW if device.created_at else None
 
 
-def _upper_bound(query):
-    """Conditions for the top of the page: the keyset cursor and/or the `until` time."""
-    if query.before:
-        at, oid = query.before
-        if query.until and query.until < at:
-            return {"received_at": {"$lte": query.until}}
-        return {"received_at": {"$lte": at}, "$or": [{"received_at": {"$lt": at}}, {"_id": {"$lt": oid}}]}
-    if query.until:
-        return {"received_at": {"$lte": query.until}}
-    return None
-
-
-def _band(base, lower, band_top):
-    """The query for one time band: [lower, band_top) inside the page's own bounds."""
-    band = dict(base)
-    bounds = dict(band.get("received_at", {}))
+def _band(device_id, lower, top, inclusive):
+    """Messages of a device in [lower, top): only equality plus one range, which any server indexes."""
+    bounds = {}
     if lower is not None:
         bounds["$gte"] = lower
-    if band_top is not None:
-        bounds["$lt"] = band_top
-    if bounds:
-        band["received_at"] = bounds
-    return band
+    if top is not None:
+        bounds["$lte" if inclusive else "$lt"] = top
+    return {"device_id": device_id, "received_at": bounds} if bounds else {"device_id": device_id}
+
+
+def _fetch(condition, limit, matches):
+    """Up to `limit` messages matching `condition`, newest first, filtered by topic in Python.
+
+    The topic filter is applied here rather than in the query so the query keeps the shape
+    every server answers from the history index; only _id and topic travel for the scan.
+    """
+    collection = Message._get_collection()
+    if matches is None:
+        return list(collection.find(condition, sort=SORT, limit=limit))
+    heads = collection.find(condition, {"topic": 1}, sort=SORT)
+    ids = [head["_id"] for head in heads if matches(head["topic"])][:limit]
+    if not ids:
+        return []
+    found = {doc["_id"]: doc for doc in collection.find({"_id": {"$in": ids}})}
+    return [found[oid] for oid in ids if oid in found]

@@ -105,7 +105,9 @@ def device_updates(docs):
     for doc in docs:
         if doc["direction"] != "in":
             continue
-        entry = per_device.setdefault(doc["device_id"], {"count": 0, "last": None, "online": True})
+        entry = per_device.setdefault(
+            doc["device_id"], {"count": 0, "first": doc["received_at"], "last": None, "online": True}
+        )
         entry["count"] += 1
         entry["last"] = doc["received_at"]
         if is_status_topic(doc["topic"]) and doc.get("text") in ("online", "offline"):
@@ -114,7 +116,7 @@ def device_updates(docs):
         UpdateOne(
             {"device_id": device_id},
             {
-                "$setOnInsert": {"created_at": entry["last"], "fw_version": None, "name": None},
+                "$setOnInsert": {"created_at": entry["first"], "fw_version": None, "name": None},
                 "$set": {"last_seen_at": entry["last"], "online": entry["online"]},
                 "$inc": {"message_count": entry["count"]},
             },

@@ -1,0 +1,256 @@
+"""Fixtures: real SecantusDB and Mosquitto once per session, a fresh database per test."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pymongo
+import pytest
+import requests
+from paho.mqtt.enums import CallbackAPIVersion
+
+from carweb import create_app
+from carweb.config import ROOT, TestConfig
+from carweb.devstack import (
+    free_port,
+    mongodb_uri,
+    start_mosquitto,
+    start_secantus,
+    stop_processes,
+    wait_for_port,
+)
+from carweb.models import User, ensure_indexes
+
+PASSWORD = "correct horse battery"
+
+
+class Services:
+    """Addresses of the database and broker started for this test session."""
+
+    def __init__(self, db_port, mqtt_port, workdir):
+        self.db_port = db_port
+        self.mqtt_port = mqtt_port
+        self.workdir = workdir
+        self.mqtt_url = f"mqtt://127.0.0.1:{mqtt_port}"
+
+    def db_uri(self, name):
+        """The URI of database `name` on the session's server."""
+        return mongodb_uri(self.db_port, name)
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory):
+    """SecantusDB (in memory) and Mosquitto on free ports, for the whole session."""
+    workdir = tmp_path_factory.mktemp("services")
+    db_port, mqtt_port = free_port(), free_port()
+    db_log = open(workdir / "secantusdb.log", "wb")  # noqa: SIM115
+    broker_log = open(workdir / "mosquitto.log", "wb")  # noqa: SIM115
+    processes = [start_secantus(db_port, ":memory:", log_file=db_log)]
+    try:
+        processes.append(start_mosquitto(mqtt_port, workdir / "mosquitto", log_file=broker_log))
+        yield Services(db_port, mqtt_port, workdir)
+    finally:
+        stop_processes(processes)
+        db_log.close()
+        broker_log.close()
+
+
+@pytest.fixture
+def app(services):
+    """An app on a database of its own, dropped after the test; no bridge."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    config = TestConfig(MONGODB_URI=services.db_uri(name), MQTT_URL=services.mqtt_url)
+    application = create_app(config)
+    with application.app_context():
+        ensure_indexes()
+        yield application
+    pymongo.MongoClient(services.db_uri(name)).drop_database(name)
+
+
+@pytest.fixture
+def client(app):
+    """Flask test client."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    """Flask CLI runner."""
+    return app.test_cli_runner()
+
+
+def csrf_token(html):
+    """The CSRF token of the first form of a page."""
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
+    assert match, "page has no CSRF token"
+    return match.group(1)
+
+
+class AuthActions:
+    """Log in and out through the real login form."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def create(self, email="admin@example.com", role="admin", password=PASSWORD):
+        """Store a user."""
+        return User.create_or_update(email, password, role=role)
+
+    def login(self, email="admin@example.com", password=PASSWORD, role="admin"):
+        """Create the user if needed and log in; returns the response."""
+        if User.find_by_email(email) is None:
+            self.create(email, role=role, password=password)
+        token = csrf_token(self._client.get("/login").get_data(as_text=True))
+        return self._client.post("/login", data={"email": email, "password": password, "csrf_token": token})
+
+    def token(self, path="/devices"):
+        """A CSRF token from a page the logged-in user can see."""
+        return csrf_token(self._client.get(path).get_data(as_text=True))
+
+
+@pytest.fixture
+def auth(client):
+    """Login helper bound to the test client."""
+    return AuthActions(client)
+
+
+class LiveServer:
+    """carweb under gunicorn with the gevent worker and the embedded bridge, as in production."""
+
+    def __init__(self, url, db_uri, db_name, env):
+        self.url = url
+        self.db_uri = db_uri
+        self.db_name = db_name
+        self.env = env
+
+    def db(self):
+        """A pymongo handle on the server's database."""
+        return pymongo.MongoClient(self.db_uri)[self.db_name]
+
+    def create_user(self, email, password=PASSWORD, role="admin"):
+        """Create a user with the real CLI (`flask create-user --password-stdin`)."""
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "flask",
+                "--app",
+                "carweb",
+                "create-user",
+                email,
+                "--role",
+                role,
+                "--password-stdin",
+            ],
+            input=password + "\n",
+            env=self.env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+
+    def login_session(self, email="live-admin@example.com", password=PASSWORD):
+        """A requests session logged in through the form."""
+        session = requests.Session()
+        token = csrf_token(session.get(f"{self.url}/login").text)
+        response = session.post(
+            f"{self.url}/login", data={"email": email, "password": password, "csrf_token": token}
+        )
+        assert response.url.endswith("/devices"), response.url
+        return session
+
+
+def server_env(services, db_name, port, **extra):
+    """The environment of a carweb server process under test."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MONGODB_", "MQTT_", "CARWEB_"))
+    }
+    env.update(
+        SECRET_KEY="live-test-secret",
+        MONGODB_URI=services.db_uri(db_name),
+        MQTT_URL=services.mqtt_url,
+        MQTT_CLIENT_ID=f"carweb-test-{uuid.uuid4().hex[:8]}",
+        CARWEB_HOST="127.0.0.1",
+        CARWEB_PORT=str(port),
+        CARWEB_ACCESS_LOG="0",
+        CARWEB_LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def start_gunicorn(env, log_path):
+    """Start gunicorn as `make run` does and wait until the bridge is connected."""
+    log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    process = subprocess.Popen(
+        [gunicorn, "-c", os.path.join(ROOT, "deploy", "gunicorn.conf.py"), "wsgi:app"],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    port = int(env["CARWEB_PORT"])
+    wait_for_port(port, process)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        if health.status_code == 200:
+            return process
+        time.sleep(0.1)
+    stop_processes([process])
+    raise RuntimeError(f"carweb did not become healthy: {health.text}; see {log_path}")
+
+
+@pytest.fixture(scope="session")
+def live_server(services, tmp_path_factory):
+    """One production-like carweb process for the session; tests use their own device ids."""
+    db_name = f"live_{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = server_env(services, db_name, port)
+    process = start_gunicorn(env, tmp_path_factory.mktemp("live") / "gunicorn.log")
+    server = LiveServer(f"http://127.0.0.1:{port}", services.db_uri(db_name), db_name, env)
+    server.create_user("live-admin@example.com")
+    try:
+        yield server
+    finally:
+        stop_processes([process])
+
+
+@pytest.fixture
+def device_id():
+    """A device id no other test uses."""
+    return str(uuid.uuid4())
+
+
+@pytest.fixture
+def publisher(services):
+    """A connected MQTT client for publishing as a device; `publish` waits for the broker's ack."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:8]}")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", services.mqtt_port)
+    client.loop_start()
+    yield client
+    client.disconnect()
+    client.loop_stop()
+
+
+def wait_until(predicate, timeout=10.0, interval=0.05):
+    """Poll `predicate` until it returns a truthy value; return that value or fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
