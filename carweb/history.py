@@ -17,6 +17,7 @@ from carweb.bridge.topics import topic_filter_regex
 from carweb.models import Message
 
 MIN_WINDOW = timedelta(minutes=1)
+ONE_MS = timedelta(milliseconds=1)
 WIDEN_FACTOR = 4
 SORT = [("received_at", -1), ("_id", -1)]
 _CURSOR = re.compile(r"^(\d{1,15})_([0-9a-f]{24})$")
@@ -83,7 +84,7 @@ def message_page(device, query):
     anchor = top or device.last_seen_at
     window = estimated_window(device, query.limit)
     while len(page.messages) < wanted:
-        lower = anchor - window if (window and anchor) else None
+        lower = _whole_ms(anchor - window) if (window and anchor) else None
         exhausted = lower is None or (floor is not None and lower <= floor)
         band = _band(device.device_id, floor if exhausted else lower, top, inclusive)
         page.messages.extend(_fetch(band, wanted - len(page.messages), matches))
@@ -107,6 +108,11 @@ def _page_top(query):
     return query.until, True
 
 
+def _whole_ms(moment):
+    """Round down to the millisecond, the precision of BSON dates, so bands tile exactly."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 def _start_of(device):
     """The earliest time the device can have messages (slightly before its record)."""
     return device.created_at - MIN_WINDOW if device.created_at else None
@@ -116,7 +122,9 @@ def _band(device_id, lower, top, inclusive):
     """Messages of a device in [lower, top): only equality plus one range, which any server indexes."""
     bounds = {}
     if lower is not None:
-        bounds["$gte"] = lower
+        # "> lower - 1 ms" is ">= lower" for BSON dates (millisecond precision); written this
+        # way because SecantusDB treats $gte on a descending index key as $gt.
+        bounds["$gt"] = lower - ONE_MS
     if top is not None:
         bounds["$lte" if inclusive else "$lt"] = top
     return {"device_id": device_id, "received_at": bounds} if bounds else {"device_id": device_id}

@@ -8,6 +8,7 @@ import time
 import uuid
 from pathlib import Path
 
+import mongoengine
 import paho.mqtt.client as mqtt
 import pymongo
 import pytest
@@ -69,7 +70,9 @@ def app(services):
     with application.app_context():
         ensure_indexes()
         yield application
-    pymongo.MongoClient(services.db_uri(name)).drop_database(name)
+    mongoengine.disconnect()
+    with pymongo.MongoClient(services.db_uri(name)) as mongo:
+        mongo.drop_database(name)
 
 
 @pytest.fixture
@@ -86,7 +89,7 @@ def runner(app):
 
 def csrf_token(html):
     """The CSRF token of the first form of a page."""
-    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
+    match = re.search(r'<input[^>]*name="csrf_token"[^>]*value="([^"]+)"', html)
     assert match, "page has no CSRF token"
     return match.group(1)
 
@@ -127,10 +130,11 @@ class LiveServer:
         self.db_uri = db_uri
         self.db_name = db_name
         self.env = env
+        self.mongo = pymongo.MongoClient(db_uri)
 
     def db(self):
         """A pymongo handle on the server's database."""
-        return pymongo.MongoClient(self.db_uri)[self.db_name]
+        return self.mongo[self.db_name]
 
     def create_user(self, email, password=PASSWORD, role="admin"):
         """Create a user with the real CLI (`flask create-user --password-stdin`)."""
@@ -190,15 +194,15 @@ def server_env(services, db_name, port, **extra):
 
 def start_gunicorn(env, log_path):
     """Start gunicorn as `make run` does and wait until the bridge is connected."""
-    log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    process = subprocess.Popen(
-        [gunicorn, "-c", os.path.join(ROOT, "deploy", "gunicorn.conf.py"), "wsgi:app"],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [gunicorn, "-c", os.path.join(ROOT, "deploy", "gunicorn.conf.py"), "wsgi:app"],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     port = int(env["CARWEB_PORT"])
     wait_for_port(port, process)
     deadline = time.monotonic() + 30
@@ -223,6 +227,7 @@ def live_server(services, tmp_path_factory):
     try:
         yield server
     finally:
+        server.mongo.close()
         stop_processes([process])
 
 

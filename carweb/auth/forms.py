@@ -2,7 +2,7 @@
 
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, SubmitField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, Length, ValidationError
 
 from carweb.models import User
 
@@ -20,7 +20,7 @@ class LoginForm(FlaskForm):
         """Check the password against the stored hash, saying nothing about which part was wrong."""
         user = User.find_by_email(self.email.data or "")
         if user is None or not user.active or not user.check_password(field.data):
-            raise ValueError("Wrong email or password.")
+            raise ValidationError("Wrong email or password.")
         self.user = user
 
 

@@ -18,7 +18,7 @@ def utcnow():
 class User(Document):
     """A person with a role; passwords are stored as argon2id hashes only."""
 
-    email = EmailField(required=True, unique=True)
+    email = EmailField(required=True, unique=True, domain_whitelist=["localhost"])
     password_hash = StringField(required=True)
     role = StringField(required=True, choices=ROLES, default="viewer")
     active = BooleanField(default=True)

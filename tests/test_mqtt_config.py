@@ -1,0 +1,37 @@
+"""Broker URL parsing and client set-up."""
+
+import pytest
+from paho.mqtt.enums import MQTTProtocolVersion
+
+from carweb.bridge.mqtt import build_client, parse_mqtt_url
+
+
+def test_mqtt_url_with_credentials_and_default_port():
+    """User and password are unquoted; ports default per scheme."""
+    address = parse_mqtt_url("mqtt://car%40web:p%2Fss@hub.example.com")
+    assert (address.host, address.port, address.tls) == ("hub.example.com", 1883, False)
+    assert (address.username, address.password) == ("car@web", "p/ss")
+    assert parse_mqtt_url("mqtts://hub.example.com").port == 8883
+    assert parse_mqtt_url("mqtts://hub.example.com:9000").tls is True
+
+
+@pytest.mark.parametrize("url", ["http://hub", "mqtt://", "hub:1883"])
+def test_malformed_mqtt_url_is_refused(url):
+    """Anything but mqtt:// or mqtts:// with a host is a configuration error."""
+    with pytest.raises(ValueError):
+        parse_mqtt_url(url)
+
+
+def test_client_uses_fixed_id_and_persistent_session_for_mqtt_311():
+    """MQTT 3.1.1 clients keep their session (clean_session false) under the configured id."""
+    config = {"MQTT_URL": "mqtt://127.0.0.1:1", "MQTT_CLIENT_ID": "carweb-host", "MQTT_PROTOCOL": "3.1.1"}
+    client, _ = build_client(config)
+    assert client._client_id == b"carweb-host"
+    assert client._clean_session is False
+    assert client.protocol == MQTTProtocolVersion.MQTTv311
+
+
+def test_unknown_protocol_is_refused():
+    """MQTT_PROTOCOL must be 5 or 3.1.1."""
+    with pytest.raises(ValueError):
+        build_client({"MQTT_URL": "mqtt://h", "MQTT_CLIENT_ID": "x", "MQTT_PROTOCOL": "4"})
