@@ -8,6 +8,11 @@ from dotenv import load_dotenv
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def env_str(name, default=None):
+    """Read a text environment variable; empty counts as unset (as in a copied .env.example)."""
+    return os.environ.get(name) or default
+
+
 def env_bool(name, default=False):
     """Read a yes/no environment variable."""
     value = os.environ.get(name)
@@ -27,23 +32,26 @@ class Config:
 
     def __init__(self):
         load_dotenv(os.path.join(ROOT, ".env"))  # never overrides the real environment
-        self.SECRET_KEY = os.environ.get("SECRET_KEY")
-        self.MONGODB_URI = os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27017/carweb")
-        self.MQTT_URL = os.environ.get("MQTT_URL", "mqtt://127.0.0.1:1883")
-        self.MQTT_CLIENT_ID = os.environ.get("MQTT_CLIENT_ID") or f"carweb-{socket.gethostname()}"
-        self.MQTT_PROTOCOL = os.environ.get("MQTT_PROTOCOL", "5")
-        self.MQTT_CA_FILE = os.environ.get("MQTT_CA_FILE") or None
-        self.MQTT_CERT_FILE = os.environ.get("MQTT_CERT_FILE") or None
-        self.MQTT_KEY_FILE = os.environ.get("MQTT_KEY_FILE") or None
+        self.SECRET_KEY = env_str("SECRET_KEY")
+        self.MONGODB_URI = env_str("MONGODB_URI", "mongodb://127.0.0.1:27017/carweb")
+        self.MQTT_URL = env_str("MQTT_URL", "mqtt://127.0.0.1:1883")
+        self.MQTT_CLIENT_ID = env_str("MQTT_CLIENT_ID", f"carweb-{socket.gethostname()}")
+        self.MQTT_PROTOCOL = env_str("MQTT_PROTOCOL", "5")
+        self.MQTT_CA_FILE = env_str("MQTT_CA_FILE")
+        self.MQTT_CERT_FILE = env_str("MQTT_CERT_FILE")
+        self.MQTT_KEY_FILE = env_str("MQTT_KEY_FILE")
         self.MQTT_MAX_PAYLOAD = env_int("MQTT_MAX_PAYLOAD", 256 * 1024)
         self.MQTT_KEEPALIVE = env_int("MQTT_KEEPALIVE", 30)
-        self.CARWEB_BRIDGE = os.environ.get("CARWEB_BRIDGE", "embedded")
+        self.MQTT_SESSION_EXPIRY = env_int("MQTT_SESSION_EXPIRY", 7 * 24 * 3600)
+        self.MQTT_RECEIVE_MAXIMUM = env_int("MQTT_RECEIVE_MAXIMUM", 1000)
+        self.MONGODB_TIMEOUT_MS = env_int("MONGODB_TIMEOUT_MS", 5000)
+        self.CARWEB_BRIDGE = env_str("CARWEB_BRIDGE", "embedded")
         self.CARWEB_BATCH_MAX = env_int("CARWEB_BATCH_MAX", 500)
         self.CARWEB_QUEUE_MAX = env_int("CARWEB_QUEUE_MAX", 5000)
         self.CARWEB_PAGE_SIZE = env_int("CARWEB_PAGE_SIZE", 50)
-        self.CARWEB_METRICS_TOKEN = os.environ.get("CARWEB_METRICS_TOKEN") or None
-        self.SOCKETIO_MESSAGE_QUEUE = os.environ.get("SOCKETIO_MESSAGE_QUEUE") or None
-        origins = os.environ.get("SOCKETIO_ALLOWED_ORIGINS", "")
+        self.CARWEB_METRICS_TOKEN = env_str("CARWEB_METRICS_TOKEN")
+        self.SOCKETIO_MESSAGE_QUEUE = env_str("SOCKETIO_MESSAGE_QUEUE")
+        origins = env_str("SOCKETIO_ALLOWED_ORIGINS", "")
         self.SOCKETIO_ALLOWED_ORIGINS = [o.strip() for o in origins.split(",") if o.strip()] or None
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"

@@ -17,6 +17,6 @@ def connect_db(app):
         host=app.config["MONGODB_URI"],
         tz_aware=True,
         uuidRepresentation="standard",
-        serverSelectionTimeoutMS=app.config.get("MONGODB_TIMEOUT_MS", 5000),
+        serverSelectionTimeoutMS=app.config["MONGODB_TIMEOUT_MS"],
         connect=False,
     )

@@ -76,8 +76,8 @@ def connect_async(client, address, config, persistent=True):
         return
     properties = Properties(PacketTypes.CONNECT)
     if persistent:
-        properties.SessionExpiryInterval = int(config.get("MQTT_SESSION_EXPIRY", 7 * 24 * 3600))
-        properties.ReceiveMaximum = int(config.get("MQTT_RECEIVE_MAXIMUM", 1000))
+        properties.SessionExpiryInterval = config["MQTT_SESSION_EXPIRY"]
+        properties.ReceiveMaximum = config["MQTT_RECEIVE_MAXIMUM"]
     client.connect_async(
         address.host,
         address.port,
