@@ -15,9 +15,11 @@ from datetime import UTC, datetime, timedelta
 import mongoengine
 from bson import ObjectId
 
+from carweb import create_app
+from carweb.config import TestConfig
 from carweb.devstack import free_port, mongodb_uri, start_secantus, stop_processes
 from carweb.history import SORT, HistoryQuery, decode_cursor, message_page
-from carweb.models import Device, Message, ensure_indexes
+from carweb.models import Device, Message, User, ensure_indexes
 
 
 def seed(device_id, count, rate_per_s):
@@ -77,7 +79,28 @@ def measure(messages, uri):
         lambda: list(collection.find({"device_id": device_id}, sort=SORT, limit=50)), runs=3
     )
     print(f"plain sort+limit (no window):        median {median:.1f} ms, max {worst:.1f} ms")
+    median, worst, status = timed(lambda: render_page(uri, device_id), runs=5)
+    print(
+        f"whole page GET /devices/<id> (Flask): median {median:.1f} ms, max {worst:.1f} ms, status {status}"
+    )
     mongoengine.disconnect()
+
+
+def render_page(uri, device_id):
+    """Render the device page through the app, logged in; return the HTTP status."""
+    global _client
+    if _client is None:
+        app = create_app(TestConfig(MONGODB_URI=uri, WTF_CSRF_ENABLED=False))
+        _client = app.test_client()
+        with app.app_context():
+            User.create_or_update("bench@example.com", "bench-password", role="viewer")
+        _client.post("/login", data={"email": "bench@example.com", "password": "bench-password"})
+    response = _client.get(f"/devices/{device_id}")
+    assert b'class="message' in response.data
+    return response.status_code
+
+
+_client = None
 
 
 def main():

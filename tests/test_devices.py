@@ -3,7 +3,8 @@
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
-from carweb.bridge.ingest import build_documents, ingest_batch
+from carweb.bridge.documents import build_documents
+from carweb.bridge.ingest import ingest_batch
 from carweb.models import Device, Message
 from tests.conftest import csrf_token
 

@@ -4,17 +4,20 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 from carweb import metrics
-from carweb.bridge.ingest import build_documents, ingest_batch
+from carweb.bridge.documents import build_documents
+from carweb.bridge.ingest import ingest_batch
 from carweb.models import Device, Message
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
-def arrival(topic, payload, seconds=0, qos=1, retain=False):
-    """A (paho-like message, arrival time) pair."""
-    return SimpleNamespace(topic=topic, payload=payload, qos=qos, retain=retain), T0 + timedelta(
-        seconds=seconds
+def arrival(topic, payload, seconds=0, qos=1, retain=False, dup=False, msg_id=None):
+    """A (paho-like message, arrival time) pair; `msg_id` becomes an MQTT 5 user property."""
+    properties = SimpleNamespace(UserProperty=[("msg-id", msg_id)]) if msg_id else None
+    msg = SimpleNamespace(
+        topic=topic, payload=payload, qos=qos, retain=retain, dup=dup, properties=properties
     )
+    return msg, T0 + timedelta(seconds=seconds)
 
 
 def store(*arrivals, max_payload=1024):
@@ -83,3 +86,46 @@ def test_writing_the_same_batch_again_stores_nothing_twice(app):
     result = ingest_batch(docs)
     assert len(result.stored) == 2
     assert Message.objects(device_id="g").count() == 2
+
+
+def test_redelivery_with_json_msg_id_is_stored_once(app):
+    """The same `msg_id` from the same device, in another batch or the same one, is skipped."""
+    first = store(arrival("h/t", b'{"msg_id": "m-1", "v": 1}'))
+    again = store(arrival("h/t", b'{"msg_id": "m-1", "v": 1}', 1), arrival("h/t", b'{"msg_id": "m-2"}', 2))
+    twice = store(arrival("h/t", b'{"msg_id": "m-3"}', 3), arrival("h/t", b'{"msg_id": "m-3"}', 3))
+    assert len(first.stored) == 1 and first.duplicates == 0
+    assert [d["msg_id"] for d in again.stored] == ["m-2"] and again.duplicates == 1
+    assert len(twice.stored) == 1 and twice.duplicates == 1
+    assert Message.objects(device_id="h").count() == 3
+    assert Device.objects.get(device_id="h").message_count == 3
+
+
+def test_same_msg_id_from_two_devices_is_two_messages(app):
+    """Message ids are per device."""
+    store(arrival("i1/t", b'{"msg_id": 7}'), arrival("i2/t", b'{"msg_id": 7}'))
+    assert Message.objects(msg_id="7").count() == 2
+
+
+def test_mqtt5_user_property_msg_id_wins_over_json(app):
+    """The `msg-id` user property is the message id when present."""
+    store(arrival("j/t", b'{"msg_id": "json"}', msg_id="prop"))
+    result = store(arrival("j/t", b'{"msg_id": "other"}', 1, msg_id="prop"))
+    assert result.duplicates == 1 and Message.objects.get(device_id="j").msg_id == "prop"
+
+
+def test_dup_flag_without_id_skips_a_copy_stored_in_the_last_minute(app):
+    """A redelivery (DUP set) matching device, topic and payload of a recent message is skipped."""
+    store(arrival("k/t", b"same", 0))
+    skipped = store(arrival("k/t", b"same", 5, dup=True))
+    different = store(arrival("k/t", b"other", 6, dup=True))
+    late = store(arrival("k/t", b"same", 200, dup=True))
+    assert skipped.duplicates == 1 and not skipped.stored
+    assert len(different.stored) == 1 and len(late.stored) == 1
+    assert Message.objects(device_id="k").count() == 3
+
+
+def test_messages_without_ids_are_never_merged(app):
+    """Without a msg_id and without DUP, identical payloads are separate messages."""
+    store(arrival("l/t", b"tick"), arrival("l/t", b"tick"))
+    store(arrival("l/t", b"tick", 1))
+    assert Message.objects(device_id="l").count() == 3

@@ -70,3 +70,18 @@ def test_topic_filter_follows_mqtt_wildcards(topic_filter, matching, not_matchin
         assert pattern.match(topic), topic
     for topic in not_matching:
         assert not pattern.match(topic), topic
+
+
+def test_message_id_comes_from_user_property_or_json_field():
+    """`msg-id` user property first, then a non-empty string or integer `msg_id`."""
+    from types import SimpleNamespace
+
+    from carweb.bridge.documents import message_id_of
+
+    assert (
+        message_id_of(SimpleNamespace(UserProperty=[("a", "b"), ("msg-id", "p1")]), {"msg_id": "j"}) == "p1"
+    )
+    assert message_id_of(None, {"msg_id": 42}) == "42"
+    assert message_id_of(None, {"msg_id": "x" * 500}) == "x" * 200
+    for data in ({"msg_id": ""}, {"msg_id": True}, {"msg_id": None}, {"msg_id": [1]}, [1, 2], "msg_id", None):
+        assert message_id_of(None, data) is None

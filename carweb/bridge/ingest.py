@@ -1,106 +1,117 @@
-"""Batch writer: turns MQTT messages into documents and stores them with one bulk write."""
+"""Batch writer: store a batch of message documents exactly once, then update their devices."""
 
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import timedelta
 
-from bson import ObjectId
 from bson.errors import InvalidDocument
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DocumentTooLarge, DuplicateKeyError, WriteError
 from pymongo.write_concern import WriteConcern
 
 from carweb import metrics
-from carweb.bridge.topics import TopicError, device_id_of, direction_of, is_status_topic
+from carweb.bridge.topics import is_status_topic
 from carweb.models import Device, Message
-from carweb.payloads import decode_payload
 
 log = logging.getLogger(__name__)
 DUPLICATE_KEY = 11000
+REDELIVERY_WINDOW = timedelta(minutes=1)
 # The broker ack depends on this write, so it must be on disk whatever the URI says.
 JOURNALED = WriteConcern(j=True)
 
 
 @dataclass
 class IngestResult:
-    """What one batch write stored, per device, for acking and live updates."""
+    """What one batch stored (for live updates) and how many redeliveries it skipped."""
 
     stored: list = field(default_factory=list)
     devices: list = field(default_factory=list)
+    duplicates: int = 0
 
 
-def message_document(topic, payload, qos, retain, received_at, max_payload):
-    """Build the document stored for one MQTT message; raise TopicError for an unusable topic."""
-    device_id = device_id_of(topic)
-    doc = {
-        "_id": ObjectId(),
-        "device_id": device_id,
-        "topic": topic,
-        "qos": qos,
-        "retain": bool(retain),
-        "direction": direction_of(topic),
-        "received_at": received_at,
-    }
-    doc.update(decode_payload(payload, max_payload))
-    return doc
-
-
-def build_documents(arrivals, max_payload):
-    """Turn (paho message, arrival time) pairs into documents, counting the dropped ones."""
-    docs = []
-    for msg, received_at in arrivals:
-        try:
-            doc = message_document(msg.topic, msg.payload, msg.qos, msg.retain, received_at, max_payload)
-        except (TopicError, UnicodeDecodeError) as exc:
-            reason = str(exc) if isinstance(exc, TopicError) else "topic not UTF-8"
-            metrics.dropped.labels(reason=reason).inc()
-            log.warning("dropped message on %r: %s", getattr(msg, "_topic", b"")[:200], reason)
-            continue
-        if doc["truncated"]:
-            metrics.truncated.inc()
-            log.warning("payload of %d bytes on %s stored truncated", doc["size"], doc["topic"])
-        docs.append(doc)
-    return docs
+def ingest_batch(docs):
+    """Store new messages, skip redeliveries, update devices; return what was stored."""
+    fresh = skip_recent_redeliveries(docs)
+    stored = insert_messages(fresh)
+    duplicates = len(docs) - len(stored)
+    metrics.duplicates.inc(duplicates)
+    metrics.stored.inc(len(stored))
+    metrics.batches.inc()
+    return IngestResult(stored=stored, devices=update_devices(stored), duplicates=duplicates)
 
 
 def insert_messages(docs):
-    """Insert documents unordered; return those stored (an already stored _id counts)."""
+    """Insert unordered; return the documents that are now stored because of this batch.
+
+    A duplicate of our own `_id` means an earlier try of this batch stored it: stored. A
+    duplicate of (device_id, msg_id) from another `_id` is a redelivery: skipped.
+    """
     if not docs:
         return []
     collection = Message._get_collection().with_options(write_concern=JOURNALED)
     try:
         collection.insert_many(docs, ordered=False)
     except BulkWriteError as exc:
-        rejected = {e["index"] for e in exc.details["writeErrors"] if e["code"] != DUPLICATE_KEY}
-        return _drop_rejected(docs, rejected, "rejected by database")
+        errors = exc.details["writeErrors"]
+        rejected = {e["index"] for e in errors if e["code"] != DUPLICATE_KEY}
+        duplicated = [e["index"] for e in errors if e["code"] == DUPLICATE_KEY]
+        return _drop(docs, rejected | _redeliveries(collection, docs, duplicated), rejected)
     except (InvalidDocument, DocumentTooLarge):
         return _insert_each(collection, docs)
     return docs
 
 
+def _redeliveries(collection, docs, duplicated):
+    """Indexes of duplicate-key documents that are not our own earlier writes."""
+    if not duplicated:
+        return set()
+    ours = {
+        d["_id"] for d in collection.find({"_id": {"$in": [docs[i]["_id"] for i in duplicated]}}, {"_id": 1})
+    }
+    return {i for i in duplicated if docs[i]["_id"] not in ours}
+
+
 def _insert_each(collection, docs):
-    """Insert one by one after a batch the driver refused, dropping what cannot be encoded."""
-    rejected = set()
+    """Insert one by one after a batch the driver refused, dropping what cannot be stored."""
+    rejected, skipped = set(), set()
     for index, doc in enumerate(docs):
         try:
             collection.insert_one(doc)
         except DuplicateKeyError:
-            pass
+            skipped |= _redeliveries(collection, docs, [index])
         except (InvalidDocument, DocumentTooLarge, WriteError):
             rejected.add(index)
-    return _drop_rejected(docs, rejected, "invalid document")
+    return _drop(docs, rejected | skipped, rejected)
 
 
-def _drop_rejected(docs, rejected, reason):
-    """Count and log rejected documents; return the others."""
+def _drop(docs, left_out, rejected):
+    """Count and log rejected documents; return those not left out."""
     for index in sorted(rejected):
-        metrics.dropped.labels(reason=reason).inc()
-        log.error("%s: message on %s not stored", reason, docs[index]["topic"])
-    return [doc for index, doc in enumerate(docs) if index not in rejected]
+        metrics.dropped.labels(reason="rejected by database").inc()
+        log.error("message on %s rejected by the database", docs[index]["topic"])
+    return [doc for index, doc in enumerate(docs) if index not in left_out]
+
+
+def skip_recent_redeliveries(docs):
+    """Drop MQTT redeliveries without a message id that match a message stored in the last minute."""
+    suspects = [d for d in docs if d.get("redelivered") and "msg_id" not in d]
+    if not suspects:
+        return docs
+    seen = set()
+    collection = Message._get_collection()
+    for device_id in {d["device_id"] for d in suspects}:
+        since = min(d["received_at"] for d in suspects if d["device_id"] == device_id) - REDELIVERY_WINDOW
+        recent = collection.find(
+            {"device_id": device_id, "received_at": {"$gt": since}}, {"topic": 1, "payload": 1}
+        )
+        seen.update((device_id, r["topic"], bytes(r.get("payload") or b"")) for r in recent)
+    suspect = {id(d) for d in suspects}
+    return [d for d in docs if id(d) not in suspect or (d["device_id"], d["topic"], d["payload"]) not in seen]
 
 
 def device_updates(docs):
-    """Bulk upserts for the devices of a batch: counters, last seen and online state."""
+    """Bulk upserts for the devices of a batch: counters, first and last seen, online state."""
     per_device = OrderedDict()
     for doc in docs:
         if doc["direction"] != "in":
@@ -126,15 +137,12 @@ def device_updates(docs):
     ]
 
 
-def ingest_batch(docs):
-    """Store a batch of message documents and update their devices; return what was stored."""
-    stored = insert_messages(docs)
+def update_devices(stored):
+    """Apply the batch's device upserts; return the devices' documents as they now are."""
     updates = device_updates(stored)
-    if updates:
-        devices = Device._get_collection().with_options(write_concern=JOURNALED)
-        devices.bulk_write(updates, ordered=False)
-    metrics.stored.inc(len(stored))
-    metrics.batches.inc()
-    touched = list(OrderedDict.fromkeys(d["device_id"] for d in stored))
-    found = Device._get_collection().find({"device_id": {"$in": touched}}) if touched else []
-    return IngestResult(stored=stored, devices=list(found))
+    if not updates:
+        return []
+    collection = Device._get_collection()
+    collection.with_options(write_concern=JOURNALED).bulk_write(updates, ordered=False)
+    touched = list(OrderedDict.fromkeys(d["device_id"] for d in stored if d["direction"] == "in"))
+    return list(collection.find({"device_id": {"$in": touched}}))

@@ -11,7 +11,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from pymongo.errors import PyMongoError
 
 from carweb import live, metrics
-from carweb.bridge.ingest import build_documents, ingest_batch
+from carweb.bridge.documents import build_documents
+from carweb.bridge.ingest import ingest_batch
 from carweb.bridge.mqtt import build_client, connect_async
 from carweb.bridge.topics import SUBSCRIPTION
 

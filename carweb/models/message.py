@@ -29,11 +29,22 @@ class Message(Document):
     retain = BooleanField(default=False)
     direction = StringField(choices=DIRECTIONS, default="in")
     received_at = DateTimeField(required=True)
+    msg_id = StringField()
+    redelivered = BooleanField()
 
     meta = {
         "collection": "messages",
         "auto_create_index": False,
         # _id breaks ties between messages stored in the same millisecond, so the
         # history keyset (received_at, _id) is total and served by one index.
-        "indexes": [{"fields": ["device_id", "-received_at", "-_id"], "name": "device_history"}],
+        "indexes": [
+            {"fields": ["device_id", "-received_at", "-_id"], "name": "device_history"},
+            # A device's own message id makes redeliveries no-ops; only messages that carry one.
+            {
+                "fields": ["device_id", "msg_id"],
+                "name": "device_msg_id",
+                "unique": True,
+                "partialFilterExpression": {"msg_id": {"$exists": True}},
+            },
+        ],
     }
