@@ -83,6 +83,7 @@ def mosquitto_config(port, data_dir, extra=""):
         "log_type warning",
         "max_queued_messages 100000",
         "max_inflight_messages 1000",
+        "set_tcp_nodelay true",
     ]
     if os.geteuid() == 0:
         # Started as root, Mosquitto drops to user `mosquitto`, which cannot write here.
@@ -121,6 +122,29 @@ def start_amqtt(port, data_dir, log_file=None):
     )
     wait_for_port(port, process)
     return process
+
+
+def start_web(env, log_file=None, timeout=30):
+    """Start carweb under gunicorn (gevent worker) and wait until /healthz answers 200."""
+    import urllib.error
+    import urllib.request
+
+    args = [venv_tool("gunicorn"), "-c", os.path.join(ROOT, "deploy", "gunicorn.conf.py"), "wsgi:app"]
+    process = subprocess.Popen(
+        args, env=env, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT if log_file else None
+    )
+    host, port = env.get("CARWEB_HOST") or "127.0.0.1", int(env.get("CARWEB_PORT") or 8000)
+    wait_for_port(port, process, timeout=timeout, host=host)
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=5):
+                return process
+        except urllib.error.HTTPError as exc:
+            last = exc.read().decode(errors="replace")
+        time.sleep(0.1)
+    stop_processes([process])
+    raise RuntimeError(f"carweb did not become healthy: {last}")
 
 
 def stop_processes(processes, timeout=10):
@@ -204,11 +228,8 @@ class LocalStack:
 
     def start_web(self):
         """carweb under gunicorn with the gevent worker."""
-        gunicorn = venv_tool("gunicorn")
-        args = [gunicorn, "-c", os.path.join(ROOT, "deploy", "gunicorn.conf.py"), "wsgi:app"]
-        self.processes.append(subprocess.Popen(args, env=self.env, cwd=ROOT))
-        host, port = self.env.get("CARWEB_HOST", "127.0.0.1"), self.env.get("CARWEB_PORT", "8000")
-        wait_for_port(int(port), self.processes[-1], host=host)
+        self.processes.append(start_web(self.env))
+        host, port = self.env.get("CARWEB_HOST") or "127.0.0.1", self.env.get("CARWEB_PORT") or "8000"
         self.say(f"open http://{host}:{port}  (Ctrl-C stops everything)")
 
     def start_simulator(self):

@@ -45,19 +45,22 @@ def message_document(msg, received_at, max_payload):
     return doc
 
 
+def document_or_none(msg, received_at, max_payload):
+    """The document for one message, or None (counted and logged) when it cannot be stored."""
+    try:
+        doc = message_document(msg, received_at, max_payload)
+    except (TopicError, UnicodeDecodeError) as exc:
+        reason = str(exc) if isinstance(exc, TopicError) else "topic not UTF-8"
+        metrics.dropped.labels(reason=reason).inc()
+        log.warning("dropped message on %r: %s", getattr(msg, "_topic", b"")[:200], reason)
+        return None
+    if doc["truncated"]:
+        metrics.truncated.inc()
+        log.warning("payload of %d bytes on %s stored truncated", doc["size"], doc["topic"])
+    return doc
+
+
 def build_documents(arrivals, max_payload):
-    """Turn (paho message, arrival time) pairs into documents, counting the dropped ones."""
-    docs = []
-    for msg, received_at in arrivals:
-        try:
-            doc = message_document(msg, received_at, max_payload)
-        except (TopicError, UnicodeDecodeError) as exc:
-            reason = str(exc) if isinstance(exc, TopicError) else "topic not UTF-8"
-            metrics.dropped.labels(reason=reason).inc()
-            log.warning("dropped message on %r: %s", getattr(msg, "_topic", b"")[:200], reason)
-            continue
-        if doc["truncated"]:
-            metrics.truncated.inc()
-            log.warning("payload of %d bytes on %s stored truncated", doc["size"], doc["topic"])
-        docs.append(doc)
-    return docs
+    """Documents for (paho message, arrival time) pairs, leaving out those that cannot be stored."""
+    docs = (document_or_none(msg, received_at, max_payload) for msg, received_at in arrivals)
+    return [doc for doc in docs if doc is not None]

@@ -1,6 +1,7 @@
 """The bridge service: network greenlet -> bounded queue -> writer greenlet, acking after storing."""
 
 import logging
+import socket
 import time
 from datetime import UTC, datetime
 
@@ -11,13 +12,20 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from pymongo.errors import PyMongoError
 
 from carweb import live, metrics
-from carweb.bridge.documents import build_documents
+from carweb.bridge.documents import document_or_none
 from carweb.bridge.ingest import ingest_batch
 from carweb.bridge.mqtt import build_client, connect_async
 from carweb.bridge.topics import SUBSCRIPTION
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 30
+
+
+def _disable_nagle(client):
+    """Send acks at once: Nagle's algorithm holds small packets back for up to 40 ms."""
+    sock = client.socket()
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class Bridge:
@@ -101,6 +109,7 @@ class Bridge:
             self.mqtt_state = f"refused: {reason_code}"
             log.error("broker refused the connection: %s", reason_code)
             return
+        _disable_nagle(client)
         self._connections += 1
         if self._connections > 1:
             metrics.reconnects.inc()
@@ -119,34 +128,34 @@ class Bridge:
         log.warning("disconnected from the broker: %s", reason_code)
 
     def _on_message(self, client, userdata, msg):
-        """Queue a message; a full queue blocks here, so we stop reading from the broker."""
+        """Decode and queue a message; a full queue blocks here, so we stop reading from the broker."""
         metrics.received.inc()
-        self.queue.put((msg, datetime.now(UTC)))
-        metrics.queue_depth.set(self.queue.qsize())
+        # Decoding here, in the network greenlet, overlaps it with the writer's database wait.
+        doc = document_or_none(msg, datetime.now(UTC), self.config["MQTT_MAX_PAYLOAD"])
+        self.queue.put((msg, doc))
 
     def _write_loop(self, client):
         """Group commit: write whatever is queued as soon as the previous write is done."""
         with self.app.app_context():
             while True:
-                arrivals = self._next_batch()
-                docs = build_documents(arrivals, self.config["MQTT_MAX_PAYLOAD"])
-                result = self._store(docs)
-                for msg, _ in arrivals:
+                batch = self._next_batch()
+                metrics.queue_depth.set(self.queue.qsize())
+                result = self._store([doc for _, doc in batch if doc is not None])
+                for msg, _ in batch:
                     if msg.qos:
                         client.ack(msg.mid, msg.qos)
-                metrics.queue_depth.set(self.queue.qsize())
                 live.publish_batch(result.stored, result.devices)
 
     def _next_batch(self):
         """Wait for one message, then take every queued one up to the batch limit."""
-        arrivals = [self.queue.get()]
+        batch = [self.queue.get()]
         limit = self.config["CARWEB_BATCH_MAX"]
-        while len(arrivals) < limit:
+        while len(batch) < limit:
             try:
-                arrivals.append(self.queue.get_nowait())
+                batch.append(self.queue.get_nowait())
             except Empty:
                 break
-        return arrivals
+        return batch
 
     def _store(self, docs):
         """Write a batch, retrying with back-off while the database is unreachable."""

@@ -1,0 +1,105 @@
+"""Ingest throughput: raw insert_many, carweb end to end, and per-message insert_one, in one run.
+
+Usage: python -m bench.ingest [--messages 5000] [--devices 10]
+Prints documents (or messages) per second for each and the ratios carweb/raw and
+insert_one/raw. All writes use the journaled write concern the bridge uses (j=True),
+into collections with the same indexes as `messages`.
+"""
+
+import argparse
+import time
+from datetime import UTC, datetime
+
+import mongoengine
+from bson import ObjectId
+
+from bench.stack import benchmark_stack
+from carweb.bridge.ingest import JOURNALED
+from carweb.models import Message, ensure_indexes
+
+
+def sample_documents(count, devices, prefix):
+    """Message-shaped documents spread over `devices` devices."""
+    now = datetime.now(UTC)
+    return [
+        {
+            "_id": ObjectId(),
+            "device_id": f"{prefix}-{n % devices}",
+            "topic": f"{prefix}-{n % devices}/telemetry",
+            "payload": b'{"speed": 50.5, "rpm": 2100, "battery": 13.9}',
+            "text": '{"speed": 50.5, "rpm": 2100, "battery": 13.9}',
+            "data": {"speed": 50.5, "rpm": 2100, "battery": 13.9},
+            "kind": "json",
+            "size": 46,
+            "qos": 1,
+            "retain": False,
+            "direction": "in",
+            "received_at": now,
+        }
+        for n in range(count)
+    ]
+
+
+def raw_insert_many(stack, count, devices):
+    """Documents/s of insert_many batches of 500 into a collection indexed like `messages`."""
+    collection = Message._get_collection().with_options(write_concern=JOURNALED)
+    docs = sample_documents(count, devices, "raw")
+    started = time.perf_counter()
+    for first in range(0, count, 500):
+        collection.insert_many(docs[first : first + 500], ordered=False)
+    return count / (time.perf_counter() - started)
+
+
+def per_message_insert_one(stack, count, devices):
+    """Messages/s of one insert_one per message."""
+    collection = Message._get_collection().with_options(write_concern=JOURNALED)
+    docs = sample_documents(count, devices, "one")
+    started = time.perf_counter()
+    for doc in docs:
+        collection.insert_one(doc)
+    return count / (time.perf_counter() - started)
+
+
+def carweb_end_to_end(stack, count, devices):
+    """Messages/s from the first publish until the bridge has stored all of them."""
+    stack.start_carweb()
+    publisher = stack.publisher()
+    db = stack.mongo()[stack.db_name]
+    payload = b'{"speed": 50.5, "rpm": 2100, "battery": 13.9}'
+    started = time.perf_counter()
+    infos = [publisher.publish(f"e2e-{n % devices}/telemetry", payload, qos=1) for n in range(count)]
+    while True:
+        stored = sum(d["message_count"] for d in db.devices.find({"device_id": {"$regex": "^e2e-"}}))
+        if stored >= count:
+            break
+        time.sleep(0.1)
+    elapsed = time.perf_counter() - started
+    assert all(info.is_published() for info in infos)
+    publisher.disconnect()
+    exact = db.messages.count_documents({"device_id": {"$regex": "^e2e-"}})
+    return count / elapsed, exact
+
+
+def main():
+    """Run the three measurements in one stack and print them."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--devices", type=int, default=10)
+    args = parser.parse_args()
+    with benchmark_stack() as stack:
+        mongoengine.connect(host=stack.db_uri, tz_aware=True)
+        ensure_indexes()
+        raw = raw_insert_many(stack, args.messages, args.devices)
+        carweb, exact = carweb_end_to_end(stack, args.messages, args.devices)
+        one = per_message_insert_one(stack, args.messages, args.devices)
+        mongoengine.disconnect()
+    print(f"messages per run: {args.messages} over {args.devices} devices (j=True writes)")
+    print(f"raw insert_many (batches of 500):   {raw:8.0f} docs/s")
+    print(f"carweb end to end (publish->stored): {carweb:8.0f} msgs/s  ({exact} stored)")
+    print(f"per-message insert_one:              {one:8.0f} msgs/s")
+    print(f"ratio carweb / raw insert_many:      {carweb / raw:8.2f}")
+    print(f"ratio insert_one / raw insert_many:  {one / raw:8.2f}")
+
+
+if __name__ == "__main__":
+    main()

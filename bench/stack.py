@@ -1,0 +1,87 @@
+"""A throw-away SecantusDB + Mosquitto + carweb for benchmarks, on free ports."""
+
+import os
+import tempfile
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pymongo
+from paho.mqtt.enums import CallbackAPIVersion
+
+from carweb.devstack import free_port, mongodb_uri, start_mosquitto, start_secantus, start_web, stop_processes
+
+
+class Stack:
+    """Addresses of the benchmark's services."""
+
+    def __init__(self, workdir, db_port, mqtt_port):
+        self.workdir = Path(workdir)
+        self.db_port = db_port
+        self.mqtt_port = mqtt_port
+        self.db_name = "carweb_bench"
+        self.db_uri = mongodb_uri(db_port, self.db_name)
+        self.web_port = None
+        self.processes = []
+
+    def mongo(self):
+        """A pymongo client of the benchmark database (tz-aware, like carweb's)."""
+        return pymongo.MongoClient(self.db_uri, tz_aware=True)
+
+    def start_carweb(self, **env):
+        """Start carweb with the embedded bridge; return its base URL."""
+        self.web_port = free_port()
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "MQTT_", "CARWEB_"))}
+        base.update(
+            SECRET_KEY="bench",
+            MONGODB_URI=self.db_uri,
+            MQTT_URL=f"mqtt://127.0.0.1:{self.mqtt_port}",
+            MQTT_CLIENT_ID=f"carweb-bench-{uuid.uuid4().hex[:6]}",
+            CARWEB_PORT=str(self.web_port),
+            CARWEB_ACCESS_LOG="0",
+            CARWEB_LOG_LEVEL="WARNING",
+            CARWEB_METRICS_TOKEN="bench",
+            **env,
+        )
+        with open(self.workdir / "carweb.log", "ab") as log:
+            self.processes.append(start_web(base, log_file=log))
+        self.env = base
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def metrics(self):
+        """carweb's Prometheus counters as {name: value}."""
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.web_port}/metrics", headers={"Authorization": "Bearer bench"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            lines = response.read().decode().splitlines()
+        return {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines if line and not line.startswith("#")
+        }
+
+    def publisher(self):
+        """A connected paho client with a large in-flight window, its loop running."""
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}")
+        client.max_inflight_messages_set(1000)
+        client.max_queued_messages_set(0)
+        client.connect("127.0.0.1", self.mqtt_port)
+        client.loop_start()
+        return client
+
+
+@contextmanager
+def benchmark_stack():
+    """SecantusDB on disk (as in production use) and Mosquitto, stopped on exit."""
+    with tempfile.TemporaryDirectory(prefix="carweb-bench-") as workdir:
+        stack = Stack(workdir, free_port(), free_port())
+        logs = open(Path(workdir) / "services.log", "ab")  # noqa: SIM115 - closed below
+        try:
+            stack.processes.append(start_secantus(stack.db_port, Path(workdir) / "db", log_file=logs))
+            stack.processes.append(start_mosquitto(stack.mqtt_port, Path(workdir) / "mosquitto", log_file=logs))
+            yield stack
+        finally:
+            stop_processes(stack.processes)
+            logs.close()

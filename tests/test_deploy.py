@@ -1,0 +1,375 @@
+"""Deployment files: Dockerfile, entrypoint, compose, nginx, and the Mosquitto ACL on a real broker."""
+
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from carweb.bridge.mqtt import parse_mqtt_url
+from carweb.config import ROOT
+from carweb.devstack import free_port, mosquitto_binary, stop_processes, wait_for_port
+
+REPO = Path(ROOT)
+ENTRYPOINT = REPO / "deploy" / "docker-entrypoint.sh"
+MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
+PASSWORD = "deploy-test-password"
+NOT_AUTHORIZED = 135
+FIRMWARE_MAX_BYTES = 64 * 1024 * 1024  # the default firmware upload limit nginx must let through
+ENV_READ = re.compile(r"""(?:environ\.get\(|environ\[|getenv\(|\benv_\w+\()\s*["']([A-Z][A-Z0-9_]*)["']""")
+
+
+def dockerfile():
+    """The Dockerfile's instructions as (KEYWORD, arguments), comments dropped, continuations joined."""
+    text = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def compose():
+    """docker-compose.yml, parsed."""
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def test_dockerfile_copies_only_files_that_are_in_the_build_context():
+    """COPY sources exist and .dockerignore does not hide them; the app's files all go in."""
+    ignored = {line.strip().rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()}
+    copied = set()
+    for keyword, args in dockerfile():
+        if keyword == "COPY" and "--from=" not in args:
+            sources = [word for word in args.split() if not word.startswith("--")][:-1]
+            for source in sources:
+                assert (REPO / source).exists(), f"COPY {source}: not in the repo"
+                assert source.rstrip("/") not in ignored, f"COPY {source}: excluded by .dockerignore"
+            copied.update(source.rstrip("/") for source in sources)
+    assert {"carweb", "templates", "static", "wsgi.py", "deploy", "requirements.txt"} <= copied
+
+
+def test_image_installs_production_requirements_only():
+    """pip installs requirements.txt; nothing pulls the dev-only, GPL SecantusDB into the image."""
+    runs = " ".join(args for keyword, args in dockerfile() if keyword == "RUN").lower()
+    assert "pip install -r requirements.txt" in runs and "requirements-dev" not in runs
+    assert "secantus" not in runs and "secantus" not in (REPO / "requirements.txt").read_text().lower()
+
+
+def test_image_runs_entrypoint_as_non_root_with_healthcheck():
+    """USER is not root, ENTRYPOINT is the repo's script, HEALTHCHECK asks /healthz on port 8000."""
+    instructions = dockerfile()
+    users = [args for keyword, args in instructions if keyword == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    workdir = [args for keyword, args in instructions if keyword == "WORKDIR"][-1]
+    entrypoint = json.loads(next(args for keyword, args in instructions if keyword == "ENTRYPOINT"))
+    assert REPO / Path(entrypoint[0]).relative_to(workdir) == ENTRYPOINT
+    healthcheck = next(args for keyword, args in instructions if keyword == "HEALTHCHECK")
+    assert "urllib" in healthcheck and "/healthz" in healthcheck and "8000" in healthcheck
+    assert ("EXPOSE", "8000") in instructions
+
+
+def test_entrypoint_is_executable_posix_sh():
+    """The script is executable (git keeps the mode), strict, and `sh -n` accepts it."""
+    assert os.access(ENTRYPOINT, os.X_OK)
+    text = ENTRYPOINT.read_text()
+    assert text.startswith("#!/bin/sh\n") and "set -eu" in text
+    subprocess.run(["sh", "-n", str(ENTRYPOINT)], check=True)
+
+
+def run_entrypoint(tmp_path, *args, failing=()):
+    """Run the entrypoint from elsewhere with flask/gunicorn/python stubs; returns (result, calls)."""
+    log = tmp_path / "calls.log"
+    for name in ("flask", "gunicorn", "python"):
+        stub = tmp_path / name
+        record = f'echo "{name} $* | $CARWEB_HOST:$CARWEB_PORT | $(pwd)" >> {log}'
+        stub.write_text(f"#!/bin/sh\n{record}\nexit {int(name in failing)}\n")
+        stub.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    result = subprocess.run([ENTRYPOINT, *args], env=env, cwd=tmp_path, capture_output=True, text=True)
+    return result, log.read_text().splitlines() if log.exists() else []
+
+
+@pytest.mark.parametrize(
+    ("args", "passed_on"),
+    [([], ""), (["web"], ""), (["--reload"], " --reload"), (["web", "-w", "1"], " -w 1")],
+)
+def test_entrypoint_prepares_database_then_execs_gunicorn_on_all_interfaces(tmp_path, args, passed_on):
+    """Indexes, then the admin, then gunicorn with extra flags passed on, from the app directory."""
+    result, calls = run_entrypoint(tmp_path, *args)
+    assert result.returncode == 0, result.stderr
+    where = f"| 0.0.0.0:8000 | {REPO}"
+    assert calls == [
+        f"flask --app carweb init-db {where}",
+        f"flask --app carweb ensure-admin {where}",
+        f"gunicorn -c deploy/gunicorn.conf.py wsgi:app{passed_on} {where}",
+    ]
+
+
+def test_entrypoint_does_not_start_gunicorn_when_database_setup_fails(tmp_path):
+    """set -e: a failing `flask init-db` ends the container instead of serving without indexes."""
+    result, calls = run_entrypoint(tmp_path, failing=("flask",))
+    assert result.returncode != 0
+    assert [call.split()[0] for call in calls] == ["flask"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [(["bridge"], "python -m carweb.bridge"), (["python", "-V"], "python -V")],
+)
+def test_entrypoint_runs_bridge_or_any_other_command(tmp_path, args, expected):
+    """`bridge` runs the external bridge; any other command runs as is, without the web set-up."""
+    result, calls = run_entrypoint(tmp_path, *args)
+    assert result.returncode == 0, result.stderr
+    assert [call.split(" | ")[0] for call in calls] == [expected]
+
+
+def test_web_and_bridge_environment_names_are_all_read_by_carweb():
+    """A misspelt name in compose would be silently ignored: each must be read by carweb or gunicorn."""
+    files = [*(REPO / "carweb").rglob("*.py"), REPO / "deploy" / "gunicorn.conf.py"]
+    known = {name for path in files for name in ENV_READ.findall(path.read_text())}
+    for name in ("web", "bridge"):
+        unknown = set(compose()["services"][name]["environment"]) - known
+        assert not unknown, f"{name}: carweb reads no {sorted(unknown)}"
+
+
+def test_compose_mounts_files_that_are_in_the_repo():
+    """Bind mounts exist (operator-made secrets are documented instead); named volumes are declared."""
+    spec = compose()
+    readme = (REPO / "deploy" / "mosquitto" / "README.md").read_text()
+    for name, service in spec["services"].items():
+        for volume in service.get("volumes", []):
+            if isinstance(volume, str):
+                kind = "bind" if volume.startswith((".", "/")) else "volume"
+                volume = {"type": kind, "source": volume.split(":")[0]}
+            if volume["type"] == "volume":
+                assert volume["source"] in spec["volumes"], f"{name}: undeclared volume {volume['source']}"
+            elif volume.get("bind", {}).get("create_host_path", True):
+                assert (REPO / volume["source"]).exists(), f"{name} mounts missing {volume['source']}"
+            else:
+                assert os.path.normpath(volume["source"]) in readme, f"{volume['source']} is undocumented"
+        if "build" in service:
+            assert (REPO / service["build"] / "Dockerfile").exists()
+
+
+def test_mosquitto_service_mounts_the_files_its_config_names():
+    """password_file and acl_file in mosquitto.conf are where compose mounts them."""
+    volumes = compose()["services"]["mosquitto"]["volumes"]
+    targets = {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in volumes}
+    conf = (REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    assert {re.search(rf"^{key} (\S+)$", conf, re.M)[1] for key in ("password_file", "acl_file")} <= targets
+
+
+def test_web_reaches_services_by_their_compose_names():
+    """MongoDB, the broker and Redis are compose services; the MQTT user is the ACL's bridge user."""
+    services = compose()["services"]
+    env = {key: re.sub(r"\$\{[^}]*\}", "x", value) for key, value in services["web"]["environment"].items()}
+    assert urlsplit(env["MONGODB_URI"]).hostname in services
+    assert urlsplit(env["SOCKETIO_MESSAGE_QUEUE"]).hostname in services
+    address = parse_mqtt_url(env["MQTT_URL"])
+    assert (address.host, address.port, address.username) == ("mosquitto", 1883, "carweb")
+    assert "user carweb" in (REPO / "deploy" / "mosquitto" / "acl").read_text().splitlines()
+
+
+def test_only_nginx_and_the_broker_publish_ports():
+    """web trusts any X-Forwarded-* (FORWARDED_ALLOW_IPS=*), so only nginx may reach it; no database leaks."""
+    services = compose()["services"]
+    assert {name for name, service in services.items() if service.get("ports")} == {"nginx", "mosquitto"}
+
+
+def test_services_wait_for_healthy_dependencies():
+    """web waits for healthy MongoDB, broker and Redis (each has a healthcheck), nginx for healthy web."""
+    services = compose()["services"]
+    for name, dependencies in (("web", {"mongo", "mosquitto", "redis"}), ("nginx", {"web"})):
+        assert {dep: {"condition": "service_healthy"} for dep in dependencies} == services[name]["depends_on"]
+        assert all("test" in services[dep].get("healthcheck", {}) for dep in dependencies - {"web"})
+
+
+def test_nginx_keeps_sockets_sticky_upgrades_websockets_and_takes_firmware():
+    """ip_hash upstream; every location forwards client headers; /socket.io/ upgrades; 64 MB fits."""
+    text = re.sub(r"#.*", "", (REPO / "nginx" / "carweb.conf").read_text())
+    upstream = re.search(r"upstream carweb\s*\{([^}]*)\}", text)[1]
+    assert re.search(r"^\s*ip_hash;", upstream, re.M) and re.search(r"^\s*server web:8000;", upstream, re.M)
+    locations = dict(re.findall(r"location\s+(\S+)\s*\{([^{}]*)\}", text))
+    assert {"/", "/socket.io/"} <= set(locations)
+    for path, body in locations.items():  # a location with any proxy_set_header inherits none
+        assert "proxy_pass http://carweb;" in body
+        for header in ("Host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"):
+            assert re.search(rf"proxy_set_header\s+{header}\s", body), f"{path} drops {header}"
+    socketio = locations["/socket.io/"]
+    assert re.search(r"proxy_http_version\s+1\.1;", socketio)
+    assert re.search(r"proxy_set_header\s+Upgrade\s+\$http_upgrade;", socketio)
+    assert re.search(r"proxy_set_header\s+Connection\s+\S+;", socketio)
+    timeout = re.search(r"proxy_read_timeout\s+(\d+)([smh]?);", socketio)
+    assert timeout and int(timeout[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[timeout[2]] > 60
+    size = re.search(r"client_max_body_size\s+(\d+)([kKmMgG]?);", text)
+    assert (
+        size
+        and int(size[1]) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[size[2].lower()] >= FIRMWARE_MAX_BYTES
+    )
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed; the structural test runs")
+def test_nginx_accepts_the_config(tmp_path):
+    """`nginx -t` on a main config including carweb.conf with web:8000 replaced by a local address."""
+    site, main = tmp_path / "carweb.conf", tmp_path / "nginx.conf"
+    site.write_text((REPO / "nginx" / "carweb.conf").read_text().replace("web:8000", "127.0.0.1:8000"))
+    main.write_text(f"pid nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{ include {site}; }}\n")
+    (tmp_path / "logs").mkdir()
+    result = subprocess.run(["nginx", "-t", "-p", f"{tmp_path}/", "-c", main], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def broker_config(port, workdir):
+    """deploy/mosquitto/mosquitto.conf with its port, data and password file moved into `workdir`."""
+    replacements = {
+        "listener": f"listener {port} 127.0.0.1",
+        "persistence_location": f"persistence_location {workdir}/",
+        "password_file": f"password_file {workdir / 'passwd'}",
+        "acl_file": f"acl_file {REPO / 'deploy' / 'mosquitto' / 'acl'}",
+    }
+    lines = (REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text().splitlines()
+    keys = [line.split()[0] if line.strip() else "" for line in lines]
+    assert set(replacements) <= set(keys), "mosquitto.conf lost a directive the test replaces"
+    lines = [replacements.get(key, line) for key, line in zip(keys, lines, strict=True)]
+    if os.geteuid() == 0:
+        lines.append("user root")  # as root, Mosquitto drops to user mosquitto, which cannot write here
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    """The production config and ACL on a real Mosquitto, with users carweb, deviceA and deviceB."""
+    if mosquitto_binary() is None or not os.path.exists(MOSQUITTO_PASSWD):
+        pytest.skip("needs mosquitto and /usr/bin/mosquitto_passwd (Debian package mosquitto)")
+    workdir = tmp_path_factory.mktemp("mosquitto")
+    for index, user in enumerate(("carweb", "deviceA", "deviceB")):
+        create = ["-c"] if index == 0 else []
+        subprocess.run([MOSQUITTO_PASSWD, *create, "-b", str(workdir / "passwd"), user, PASSWORD], check=True)
+    port = free_port()
+    (workdir / "mosquitto.conf").write_text(broker_config(port, workdir))
+    with open(workdir / "mosquitto.log", "wb") as log:
+        process = subprocess.Popen([mosquitto_binary(), "-c", str(workdir / "mosquitto.conf")], stdout=log)
+        try:
+            wait_for_port(port, process)
+            yield port
+        finally:
+            stop_processes([process])
+
+
+class Peer:
+    """An MQTT 5 client that records what it receives and the reason codes of its PUBACKs."""
+
+    def __init__(self, port, username=None, password=PASSWORD):
+        self.port, self.received, self.pubacks = port, queue.Queue(), {}
+        self.connack, self.answered, self.subscribed = None, threading.Event(), threading.Event()
+        self.client = client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+        client.on_connect = self.on_connect
+        client.on_subscribe = lambda *_: self.subscribed.set()
+        client.on_message = lambda _c, _u, message: self.received.put(message.topic)
+        client.on_publish = lambda _c, _u, mid, code, _p: self.pubacks.__setitem__(mid, code.value)
+        if username:
+            client.username_pw_set(username, password)
+
+    def on_connect(self, client, _userdata, _flags, reason_code, _properties):
+        """Keep the CONNACK's reason code; after a refusal, stop instead of retrying."""
+        self.connack = reason_code
+        if reason_code.is_failure:
+            client.disconnect()
+        self.answered.set()
+
+    def start(self, *topics):
+        """Connect, and subscribe to `topics` when the broker let us in; returns the CONNACK reason code."""
+        self.client.connect("127.0.0.1", self.port)
+        self.client.loop_start()
+        assert self.answered.wait(5), "no CONNACK"
+        if topics and not self.connack.is_failure:
+            self.client.subscribe([(topic, 1) for topic in topics])
+            assert self.subscribed.wait(5), "no SUBACK"
+        return self.connack
+
+    def publish(self, topic):
+        """Publish at QoS 1 and return the PUBACK's reason code (0 success, 135 not authorized)."""
+        info = self.client.publish(topic, b"x", qos=1)
+        info.wait_for_publish(5)
+        return self.pubacks[info.mid]
+
+    def receive_until(self, topic):
+        """Every topic received up to and including `topic`, which must come within 5 s."""
+        seen = []
+        while topic not in seen:
+            seen.append(self.received.get(timeout=5))
+        return seen
+
+
+@pytest.fixture
+def peers(broker):
+    """Make started MQTT clients on the broker as `peers(username, *topics)`; all stopped afterwards."""
+    started = []
+
+    def start(username, *topics, password=PASSWORD):
+        """A client of `username` that tried to connect and subscribe to `topics`."""
+        started.append(Peer(broker, username, password))
+        started[-1].start(*topics)
+        return started[-1]
+
+    yield start
+    for peer in started:
+        peer.client.disconnect()
+        peer.client.loop_stop()
+
+
+@pytest.mark.parametrize(("username", "password"), [(None, None), ("deviceA", "wrong password")])
+def test_broker_refuses_anonymous_and_wrong_password(peers, username, password):
+    """allow_anonymous false and the password file hold; the right password gets in."""
+    assert peers(username, password=password).connack.is_failure
+    assert not peers("deviceA").connack.is_failure
+
+
+def test_device_publishes_under_its_own_id_to_the_bridge(peers):
+    """deviceA/telemetry reaches carweb's `+/#` and the bridges' shared subscription."""
+    bridge, shared = peers("carweb", "+/#"), peers("carweb", "$share/carweb/+/#")
+    assert peers("deviceA").publish("deviceA/telemetry") == 0
+    assert bridge.receive_until("deviceA/telemetry") == ["deviceA/telemetry"]
+    assert shared.receive_until("deviceA/telemetry") == ["deviceA/telemetry"]
+
+
+def test_device_cannot_publish_under_another_id(peers):
+    """deviceA's publish to deviceB/telemetry is refused and reaches neither carweb nor deviceB."""
+    bridge, device_a, device_b = peers("carweb", "+/#"), peers("deviceA"), peers("deviceB", "deviceB/#")
+    assert device_a.publish("deviceB/telemetry") == NOT_AUTHORIZED
+    assert device_a.publish("deviceA/marker") == 0  # after the refused one, so it would come first
+    assert "deviceB/telemetry" not in bridge.receive_until("deviceA/marker")
+    assert bridge.publish("deviceB/firmware/marker") == 0
+    assert "deviceB/telemetry" not in device_b.receive_until("deviceB/firmware/marker")
+
+
+def test_device_cannot_receive_another_devices_messages(peers):
+    """deviceA may subscribe to deviceB/#, but nothing of deviceB's is delivered to it."""
+    bridge, device_a = peers("carweb", "+/#"), peers("deviceA", "deviceB/#", "deviceA/#")
+    assert peers("deviceB").publish("deviceB/x") == 0
+    bridge.receive_until("deviceB/x")
+    assert bridge.publish("deviceA/firmware/marker") == 0
+    assert "deviceB/x" not in device_a.receive_until("deviceA/firmware/marker")
+
+
+def test_bridge_writes_firmware_topics_only(peers):
+    """carweb's publish to deviceA/firmware/update is delivered; to deviceA/other it is refused."""
+    bridge, device_a = peers("carweb"), peers("deviceA", "deviceA/#")
+    assert bridge.publish("deviceA/other") == NOT_AUTHORIZED
+    assert bridge.publish("deviceA/firmware/update") == 0
+    assert "deviceA/other" not in device_a.receive_until("deviceA/firmware/update")
+
+
+def test_compose_broker_healthcheck_needs_the_bridge_password(broker):
+    """The mosquitto service's healthcheck passes with carweb's password and fails without it."""
+    command = compose()["services"]["mosquitto"]["healthcheck"]["test"][1].replace("$$", "$")
+    for password, healthy in ((PASSWORD, True), ("wrong", False)):
+        env = {"PATH": os.environ["PATH"], "CARWEB_MQTT_PASSWORD": password}
+        args = ["sh", "-c", command.replace("-p 1883", f"-p {broker}")]
+        assert (subprocess.run(args, env=env, capture_output=True, timeout=10).returncode == 0) is healthy
