@@ -1,6 +1,7 @@
 """A throw-away SecantusDB + Mosquitto + carweb for benchmarks, on free ports."""
 
 import os
+import re
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -8,9 +9,18 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pymongo
+import requests
 from paho.mqtt.enums import CallbackAPIVersion
 
-from carweb.devstack import free_port, mongodb_uri, start_mosquitto, start_secantus, start_web, stop_processes
+from carweb.devstack import (
+    free_port,
+    mongodb_uri,
+    run_flask,
+    start_mosquitto,
+    start_secantus,
+    start_web,
+    stop_processes,
+)
 
 
 class Stack:
@@ -49,6 +59,18 @@ class Stack:
         self.env = base
         return f"http://127.0.0.1:{self.web_port}"
 
+    def logged_in_cookie(self, email="bench@example.com", password="bench-password"):
+        """Create a user with the real CLI, log in through the form; return the Cookie header."""
+        run_flask(self.env, "create-user", email, "--password-stdin", capture=True, stdin=password + "\n")
+        session = requests.Session()
+        login = session.get(f"http://127.0.0.1:{self.web_port}/login").text
+        token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', login).group(1)
+        session.post(
+            f"http://127.0.0.1:{self.web_port}/login",
+            data={"email": email, "password": password, "csrf_token": token},
+        )
+        return "; ".join(f"{c.name}={c.value}" for c in session.cookies)
+
     def metrics(self):
         """carweb's Prometheus counters as {name: value}."""
         import urllib.request
@@ -59,7 +81,9 @@ class Stack:
         with urllib.request.urlopen(request, timeout=5) as response:
             lines = response.read().decode().splitlines()
         return {
-            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines if line and not line.startswith("#")
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in lines
+            if line and not line.startswith("#")
         }
 
     def publisher(self):
@@ -80,7 +104,9 @@ def benchmark_stack():
         logs = open(Path(workdir) / "services.log", "ab")  # noqa: SIM115 - closed below
         try:
             stack.processes.append(start_secantus(stack.db_port, Path(workdir) / "db", log_file=logs))
-            stack.processes.append(start_mosquitto(stack.mqtt_port, Path(workdir) / "mosquitto", log_file=logs))
+            stack.processes.append(
+                start_mosquitto(stack.mqtt_port, Path(workdir) / "mosquitto", log_file=logs)
+            )
             yield stack
         finally:
             stop_processes(stack.processes)

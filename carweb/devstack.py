@@ -18,6 +18,8 @@ from pathlib import Path
 from carweb.config import ROOT
 
 EMBEDDED_DB_OPTIONS = "retryWrites=false&journal=true"
+# Children get their own session: a Ctrl-C reaches only us, and we stop them in order.
+OWN_SESSION = {"start_new_session": True}
 
 
 def free_port():
@@ -54,7 +56,9 @@ def start_secantus(port, storage_path, log_file=None):
         raise RuntimeError("secantusd-py not found: pip install -r requirements-dev.txt, or set MONGODB_URI")
     args = [binary, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage_path)]
     args += ["--log-level", "WARNING"]
-    process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT if log_file else None)
+    process = subprocess.Popen(
+        args, stdout=log_file, stderr=subprocess.STDOUT if log_file else None, **OWN_SESSION
+    )
     wait_for_port(port, process, timeout=60)
     return process
 
@@ -98,7 +102,10 @@ def start_mosquitto(port, data_dir, log_file=None, extra=""):
     conf = data_dir / "mosquitto.conf"
     conf.write_text(mosquitto_config(port, data_dir.resolve(), extra))
     process = subprocess.Popen(
-        [mosquitto_binary(), "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT if log_file else None
+        [mosquitto_binary(), "-c", str(conf)],
+        stdout=log_file,
+        stderr=subprocess.STDOUT if log_file else None,
+        **OWN_SESSION,
     )
     wait_for_port(port, process)
     return process
@@ -118,7 +125,10 @@ def start_amqtt(port, data_dir, log_file=None):
         "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n"
     )
     process = subprocess.Popen(
-        [binary, "-c", str(conf)], stdout=log_file, stderr=subprocess.STDOUT if log_file else None
+        [binary, "-c", str(conf)],
+        stdout=log_file,
+        stderr=subprocess.STDOUT if log_file else None,
+        **OWN_SESSION,
     )
     wait_for_port(port, process)
     return process
@@ -131,7 +141,12 @@ def start_web(env, log_file=None, timeout=30):
 
     args = [venv_tool("gunicorn"), "-c", os.path.join(ROOT, "deploy", "gunicorn.conf.py"), "wsgi:app"]
     process = subprocess.Popen(
-        args, env=env, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT if log_file else None
+        args,
+        env=env,
+        cwd=ROOT,
+        stdout=log_file,
+        stderr=subprocess.STDOUT if log_file else None,
+        **OWN_SESSION,
     )
     host, port = env.get("CARWEB_HOST") or "127.0.0.1", int(env.get("CARWEB_PORT") or 8000)
     wait_for_port(port, process, timeout=timeout, host=host)
@@ -147,15 +162,26 @@ def start_web(env, log_file=None, timeout=30):
     raise RuntimeError(f"carweb did not become healthy: {last}")
 
 
+def run_flask(env, *args, capture=False, stdin=None):
+    """Run `flask --app carweb ARGS` in `env`; stderr always reaches the terminal."""
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "carweb", *args],
+        env=env,
+        check=True,
+        stdout=subprocess.PIPE if capture else None,
+        input=stdin,
+        text=True,
+        cwd=ROOT,
+    )
+
+
 def stop_processes(processes, timeout=10):
-    """SIGTERM each process we started (last started first), then SIGKILL the stragglers."""
+    """Stop processes we started, last started first, each before the next (SIGTERM, then SIGKILL)."""
     for process in reversed(processes):
         if process.poll() is None:
             process.terminate()
-    deadline = time.monotonic() + timeout
-    for process in reversed(processes):
         try:
-            process.wait(max(0.1, deadline - time.monotonic()))
+            process.wait(timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -217,14 +243,7 @@ class LocalStack:
 
     def flask(self, *args, capture=False):
         """Run a `flask --app carweb` command with the stack's environment."""
-        return subprocess.run(
-            [sys.executable, "-m", "flask", "--app", "carweb", *args],
-            env=self.env,
-            check=True,
-            capture_output=capture,
-            text=True,
-            cwd=ROOT,
-        )
+        return run_flask(self.env, *args, capture=capture)
 
     def start_web(self):
         """carweb under gunicorn with the gevent worker."""
@@ -238,7 +257,9 @@ class LocalStack:
         if count > 0:
             args = [sys.executable, "-m", "flask", "--app", "carweb", "simulate", "--devices", str(count)]
             self.processes.append(
-                subprocess.Popen(args + ["--mqtt-url", self.env["MQTT_URL"]], env=self.env, cwd=ROOT)
+                subprocess.Popen(
+                    args + ["--mqtt-url", self.env["MQTT_URL"]], env=self.env, cwd=ROOT, **OWN_SESSION
+                )
             )
 
     def run(self):

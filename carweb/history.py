@@ -61,6 +61,25 @@ def decode_cursor(text):
     return datetime.fromtimestamp(int(match.group(1)) / 1000, UTC), oid
 
 
+def cursor_at(moment):
+    """A cursor just above every message stored up to `moment` (used when a page is empty)."""
+    return f"{int(moment.timestamp() * 1000)}_{'f' * 24}"
+
+
+def messages_after(device_id, cursor, limit):
+    """Messages stored after `cursor`, oldest first, at most `limit`; and whether more exist.
+
+    Pages call this when they (re)subscribe, to catch up on what was stored since they
+    were rendered or while they were disconnected.
+    """
+    at, oid = decode_cursor(cursor)
+    # "> at - 1 ms" is ">= at" for BSON dates; the tie at `at` itself is resolved by _id below.
+    condition = {"device_id": device_id, "received_at": {"$gt": at - ONE_MS}}
+    docs = Message._get_collection().find(condition, sort=[("received_at", 1), ("_id", 1)], limit=limit + 64)
+    newer = [d for d in docs if d["received_at"] > at or d["_id"] > oid]
+    return newer[:limit], len(newer) > limit
+
+
 def estimated_window(device, limit):
     """How far back one page probably reaches, from the device's average rate."""
     rate = device.messages_per_second()

@@ -3,6 +3,7 @@
 from collections import defaultdict
 
 from carweb.extensions import socketio
+from carweb.history import encode_cursor
 from carweb.payloads import payload_view
 
 DEVICES_ROOM = "devices"
@@ -18,6 +19,7 @@ def message_summary(doc):
     kind, body, hidden = payload_view(doc.get("kind"), doc.get("payload"), doc.get("text"))
     return {
         "id": str(doc["_id"]),
+        "cursor": encode_cursor(doc),
         "topic": doc["topic"],
         "direction": doc.get("direction", "in"),
         "qos": doc.get("qos", 0),
@@ -43,14 +45,17 @@ def device_summary(doc):
 
 
 def publish_batch(stored, devices):
-    """Emit one event per device room and one to the list room for a stored batch."""
+    """Emit a batch: its messages and device state to each device room, device states to the list."""
     per_device = defaultdict(list)
     for doc in stored:
         per_device[doc["device_id"]].append(message_summary(doc))
     for device_id, messages in per_device.items():
         socketio.emit("messages", messages, to=device_room(device_id))
-    if devices:
-        socketio.emit("devices", [device_summary(d) for d in devices], to=DEVICES_ROOM)
+    summaries = [device_summary(d) for d in devices]
+    for summary in summaries:
+        socketio.emit("device", summary, to=device_room(summary["device_id"]))
+    if summaries:
+        socketio.emit("devices", summaries, to=DEVICES_ROOM)
 
 
 def format_utc(value):

@@ -2,11 +2,8 @@
 
 import os
 import re
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import mongoengine
 import paho.mqtt.client as mqtt
@@ -16,14 +13,15 @@ import requests
 from paho.mqtt.enums import CallbackAPIVersion
 
 from carweb import create_app
-from carweb.config import ROOT, TestConfig
+from carweb.config import TestConfig
 from carweb.devstack import (
     free_port,
     mongodb_uri,
+    run_flask,
     start_mosquitto,
     start_secantus,
+    start_web,
     stop_processes,
-    wait_for_port,
 )
 from carweb.models import User, ensure_indexes
 
@@ -138,25 +136,15 @@ class LiveServer:
 
     def create_user(self, email, password=PASSWORD, role="admin"):
         """Create a user with the real CLI (`flask create-user --password-stdin`)."""
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "flask",
-                "--app",
-                "carweb",
-                "create-user",
-                email,
-                "--role",
-                role,
-                "--password-stdin",
-            ],
-            input=password + "\n",
-            env=self.env,
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
+        run_flask(
+            self.env,
+            "create-user",
+            email,
+            "--role",
+            role,
+            "--password-stdin",
+            capture=True,
+            stdin=password + "\n",
         )
 
     def login_session(self, email="live-admin@example.com", password=PASSWORD):
@@ -193,26 +181,9 @@ def server_env(services, db_name, port, **extra):
 
 
 def start_gunicorn(env, log_path):
-    """Start gunicorn as `make run` does and wait until the bridge is connected."""
-    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    """Start gunicorn as `make run` does, logging to `log_path`, and wait until it is healthy."""
     with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
-        process = subprocess.Popen(
-            [gunicorn, "-c", os.path.join(ROOT, "deploy", "gunicorn.conf.py"), "wsgi:app"],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    port = int(env["CARWEB_PORT"])
-    wait_for_port(port, process)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
-        if health.status_code == 200:
-            return process
-        time.sleep(0.1)
-    stop_processes([process])
-    raise RuntimeError(f"carweb did not become healthy: {health.text}; see {log_path}")
+        return start_web(env, log_file=log)
 
 
 @pytest.fixture(scope="session")

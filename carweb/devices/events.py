@@ -3,8 +3,13 @@
 from flask_login import current_user
 from flask_socketio import ConnectionRefusedError, join_room
 
+from carweb.bridge.topics import MAX_DEVICE_ID_LENGTH
 from carweb.extensions import socketio
-from carweb.live import DEVICES_ROOM, device_room
+from carweb.history import messages_after
+from carweb.live import DEVICES_ROOM, device_room, device_summary, message_summary
+from carweb.models import Device
+
+CATCH_UP_LIMIT = 200
 
 
 @socketio.on("connect")
@@ -22,9 +27,29 @@ def watch_devices():
 
 
 @socketio.on("watch_device")
-def watch_device(device_id):
-    """Browser -> server: a device page wants that device's new messages ("messages" events)."""
-    if not isinstance(device_id, str) or not device_id or len(device_id) > 128:
-        return False
+def watch_device(request):
+    """Browser -> server: join a device's room ("messages" events) and catch up.
+
+    `request` is {"device_id": ..., "after": cursor or null}; the reply is {"ok": bool,
+    "messages": [...], "more": bool, "device": {...}} with the messages stored after the
+    cursor, oldest first, so a page that was rendered or disconnected a moment ago misses
+    nothing, and the device's current counters.
+    """
+    request = request if isinstance(request, dict) else {}
+    device_id, after = request.get("device_id"), request.get("after")
+    if not isinstance(device_id, str) or not 0 < len(device_id) <= MAX_DEVICE_ID_LENGTH:
+        return {"ok": False, "error": "bad device id"}
     join_room(device_room(device_id))
-    return True
+    if not after:
+        return {"ok": True, "messages": [], "more": False}
+    try:
+        docs, more = messages_after(device_id, after, CATCH_UP_LIMIT)
+    except ValueError:
+        return {"ok": False, "error": "bad cursor"}
+    device = Device.objects(device_id=device_id).as_pymongo().first()
+    return {
+        "ok": True,
+        "messages": [message_summary(doc) for doc in docs],
+        "more": more,
+        "device": device_summary(device) if device else None,
+    }

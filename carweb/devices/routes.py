@@ -1,12 +1,14 @@
 """Views of the devices blueprint."""
 
+from datetime import UTC, datetime
+
 from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
 from mongoengine.queryset.visitor import Q
 
 from carweb.auth import role_required
 from carweb.devices import bp
 from carweb.devices.forms import DeleteForm, HistoryFilterForm, RenameForm, SearchForm
-from carweb.history import HistoryQuery, decode_cursor, message_page
+from carweb.history import HistoryQuery, cursor_at, decode_cursor, encode_cursor, message_page
 from carweb.live import device_summary, message_summary
 from carweb.models import Device, Message
 
@@ -59,6 +61,9 @@ def show(device_id):
         form=form,
         messages=[message_summary(doc) for doc in page.messages] if page else [],
         older=page.older if page else None,
+        live_after=encode_cursor(page.messages[0])
+        if page and page.messages
+        else cursor_at(datetime.now(UTC)),
         filtered=bool(request.args.get("topic") or request.args.get("since") or request.args.get("until")),
         rename_form=RenameForm(name=device.name),
     )

@@ -5,10 +5,13 @@
   var template = document.getElementById("message-template");
   var pendingNote = document.getElementById("pending-note");
   var countEl = document.getElementById("message-count");
+  var lastSeenEl = document.getElementById("last-seen");
+  var stateEl = document.getElementById("device-state");
   var MAX_ROWS = 500; // beyond this, stop growing the page and offer a reload instead
   var pending = 0;
   var deviceId = list.dataset.deviceId;
   var insertLive = list.dataset.liveInsert === "yes";
+  var newestCursor = list.firstElementChild ? list.firstElementChild.dataset.cursor : list.dataset.after;
 
   function showPending(text) {
     pendingNote.hidden = false;
@@ -22,6 +25,7 @@
   function messageRow(m) {
     var node = template.content.firstElementChild.cloneNode(true);
     node.dataset.id = m.id;
+    node.dataset.cursor = m.cursor;
     node.className = "message " + m.direction;
     var time = carwebSetField(node, "received_at", carwebFormatTime(m.received_at));
     time.setAttribute("datetime", m.received_at);
@@ -39,11 +43,19 @@
     return node;
   }
 
+  /* The facts above the history: the device's state as the server last stored it. */
+  function updateFacts(d) {
+    if (!d) return;
+    countEl.textContent = String(d.message_count);
+    lastSeenEl.textContent = carwebFormatTime(d.last_seen_at);
+    stateEl.textContent = d.online ? "online" : "offline";
+    stateEl.className = "state " + (d.online ? "online" : "offline");
+  }
+
   function addMessages(messages) {
-    var inbound = 0;
     messages.forEach(function (m) {
-      if (m.direction === "in") inbound += 1;
       if (list.querySelector('[data-id="' + m.id + '"]')) return;
+      newestCursor = m.cursor;
       if (!insertLive || list.children.length >= MAX_ROWS) {
         pending += 1;
         showPending(pending + " new message" + (pending === 1 ? "" : "s") + ": show the newest");
@@ -53,12 +65,19 @@
     });
     var empty = document.getElementById("no-messages");
     if (empty && list.children.length) empty.remove();
-    if (countEl && inbound) countEl.textContent = String(Number(countEl.textContent) + inbound);
   }
 
-  var socket = carwebLive(
-    function (s) { s.emit("watch_device", deviceId); },
-    function () { showPending("The connection was interrupted: reload to see every message"); }
-  );
+  var socket = carwebLive(function (s, ready) {
+    // Subscribe, then fetch what was stored since the newest message this page has seen
+    // (since the page was rendered, or while the connection was down).
+    s.emit("watch_device", { device_id: deviceId, after: insertLive ? newestCursor : null }, function (reply) {
+      if (!reply || !reply.ok) return;
+      addMessages(reply.messages);
+      updateFacts(reply.device);
+      if (reply.more) showPending("More messages arrived while this page was away: show the newest");
+      ready();
+    });
+  });
   socket.on("messages", addMessages);
+  socket.on("device", updateFacts);
 })();

@@ -42,6 +42,8 @@
     if (empty && body.rows.length) empty.remove();
   }
 
-  var socket = carwebLive(function (s) { s.emit("watch_devices"); });
+  var socket = carwebLive(function (s, ready) {
+    s.emit("watch_devices", function (ok) { if (ok) ready(); });
+  });
   socket.on("devices", update);
 })();

@@ -9,15 +9,13 @@
     indicator.textContent = text;
   }
 
-  /* Connect, call onConnect(socket) on every (re)connection, and keep the indicator true. */
-  window.carwebLive = function (onConnect, onReconnect) {
+  /* Connect and call subscribe(socket, ready) on every (re)connection; the page calls
+     ready() once the server confirmed its subscription, and only then is it "live". */
+  window.carwebLive = function (subscribe) {
     var socket = io();
-    var connectedBefore = false;
     socket.on("connect", function () {
-      setState("live", "live");
-      onConnect(socket);
-      if (connectedBefore && onReconnect) onReconnect();
-      connectedBefore = true;
+      setState("connecting", "subscribing…");
+      subscribe(socket, function () { setState("live", "live"); });
     });
     socket.on("disconnect", function () { setState("reconnecting", "reconnecting…"); });
     socket.on("connect_error", function (err) {

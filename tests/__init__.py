@@ -1,0 +1,1 @@
+"""Tests mirror the package: one file per feature; browser tests in e2e/."""

@@ -1,0 +1,1 @@
+"""Browser tests: carweb's pages in headless Chromium against the live server."""
