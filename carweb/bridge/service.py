@@ -12,6 +12,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from pymongo.errors import PyMongoError
 
 from carweb import live, metrics
+from carweb.bridge.dispatch import dispatch
 from carweb.bridge.documents import document_or_none
 from carweb.bridge.ingest import ingest_batch
 from carweb.bridge.mqtt import build_client, connect_async
@@ -158,16 +159,22 @@ class Bridge:
         return batch
 
     def _store(self, docs):
-        """Write a batch, retrying with back-off while the database is unreachable."""
+        """Write a batch, then let domain handlers see it; each step retried while MongoDB is away."""
+        result = self._retry(ingest_batch, docs)
+        self._retry(dispatch, self.app, result.stored)
+        return result
+
+    def _retry(self, step, *args):
+        """Run `step(*args)`, retrying with back-off while the database is unreachable."""
         delay = 0.1
         while True:
             try:
-                result = ingest_batch(docs)
+                result = step(*args)
                 self.state, self.last_error = "running", None
                 return result
             except PyMongoError as exc:
                 self.state, self.last_error = "waiting for database", repr(exc)
                 metrics.write_retries.inc()
-                log.warning("storing %d messages failed (%s); retrying in %.1f s", len(docs), exc, delay)
+                log.warning("%s failed (%s); retrying in %.1f s", step.__name__, exc, delay)
                 gevent.sleep(delay)
                 delay = min(delay * 2, 5)

@@ -1,0 +1,42 @@
+"""Publishing as carweb: the small interface `ota` uses to send commands to devices."""
+
+import uuid
+
+from carweb.background import running_bridge
+from carweb.bridge.mqtt import build_client, connect_async
+
+PUBLISH_TIMEOUT = 10
+
+
+def publish(app, messages):
+    """Publish (topic, payload, qos) tuples; wait until the broker has every QoS 1 message.
+
+    Uses the bridge's own connection in a process that runs it, else one short-lived
+    connection under a client id of its own (so the bridge's session is never taken over).
+    """
+    bridge = running_bridge(app)
+    if bridge is not None and bridge.mqtt_state == "connected":
+        infos = [bridge.publish(topic, payload, qos=qos) for topic, payload, qos in messages]
+        for info in infos:
+            info.wait_for_publish(PUBLISH_TIMEOUT)
+        return
+    _publish_once(app.config, messages)
+
+
+def _publish_once(config, messages):
+    """Connect, publish, wait for the broker's acks, disconnect."""
+    client_id = f"{config['MQTT_CLIENT_ID']}-pub-{uuid.uuid4().hex[:8]}"
+    client, address = build_client(config, manual_ack=False, client_id=client_id, persistent=False)
+    client.max_inflight_messages_set(100)
+    client.max_queued_messages_set(0)
+    connect_async(client, address, config, persistent=False)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, payload, qos=qos) for topic, payload, qos in messages]
+        for info in infos:
+            info.wait_for_publish(PUBLISH_TIMEOUT)
+            if not info.is_published():
+                raise TimeoutError(f"the broker did not acknowledge {info.mid} within {PUBLISH_TIMEOUT} s")
+    finally:
+        client.disconnect()
+        client.loop_stop()
