@@ -86,6 +86,7 @@ def test_writing_the_same_batch_again_stores_nothing_twice(app):
     result = ingest_batch(docs)
     assert len(result.stored) == 2
     assert Message.objects(device_id="g").count() == 2
+    assert Device.objects.get(device_id="g").message_count == 3  # batches [g1] and [g1, g2]
 
 
 def test_redelivery_with_json_msg_id_is_stored_once(app):
@@ -129,3 +130,13 @@ def test_messages_without_ids_are_never_merged(app):
     store(arrival("l/t", b"tick"), arrival("l/t", b"tick"))
     store(arrival("l/t", b"tick", 1))
     assert Message.objects(device_id="l").count() == 3
+
+
+def test_retried_batch_does_not_count_its_messages_twice(app):
+    """If the device update of a batch is applied and then retried, the counter moves once."""
+    docs = build_documents([arrival("m/t", b"1"), arrival("m/t", b"2", 1)], 1024)
+    ingest_batch(docs)
+    ingest_batch(docs)  # the same batch again: same _ids, same marker
+    assert Device.objects.get(device_id="m").message_count == 2
+    ingest_batch(build_documents([arrival("m/t", b"3", 2)], 1024))
+    assert Device.objects.get(device_id="m").message_count == 3

@@ -1,10 +1,12 @@
 """Batch writer: store a batch of message documents exactly once, then update their devices."""
 
+import hashlib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from bson import ObjectId
 from bson.errors import InvalidDocument
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DocumentTooLarge, DuplicateKeyError, WriteError
@@ -111,24 +113,34 @@ def skip_recent_redeliveries(docs):
 
 
 def device_updates(docs):
-    """Bulk upserts for the devices of a batch: counters, first and last seen, online state."""
+    """Bulk upserts for the devices of a batch: counters, first and last seen, online state.
+
+    Each update is marked with a digest of the batch's message ids for that device and
+    applies only to a device not yet marked with it, so a retried batch never counts twice.
+    """
     per_device = OrderedDict()
     for doc in docs:
         if doc["direction"] != "in":
             continue
         entry = per_device.setdefault(
-            doc["device_id"], {"count": 0, "first": doc["received_at"], "last": None, "online": True}
+            doc["device_id"],
+            {"count": 0, "first": doc["received_at"], "last": None, "online": True, "ids": []},
         )
+        entry["ids"].append(doc["_id"].binary)
         entry["count"] += 1
         entry["last"] = doc["received_at"]
         if is_status_topic(doc["topic"]) and doc.get("text") in ("online", "offline"):
             entry["online"] = doc["text"] == "online"
     return [
         UpdateOne(
-            {"device_id": device_id},
+            {"device_id": device_id, "last_ingest_id": {"$ne": _batch_marker(entry["ids"])}},
             {
                 "$setOnInsert": {"created_at": entry["first"], "fw_version": None, "name": None},
-                "$set": {"last_seen_at": entry["last"], "online": entry["online"]},
+                "$set": {
+                    "last_seen_at": entry["last"],
+                    "online": entry["online"],
+                    "last_ingest_id": _batch_marker(entry["ids"]),
+                },
                 "$inc": {"message_count": entry["count"]},
             },
             upsert=True,
@@ -137,12 +149,22 @@ def device_updates(docs):
     ]
 
 
+def _batch_marker(binary_ids):
+    """A 12-byte digest of a batch's message ids, stored as an ObjectId."""
+    return ObjectId(hashlib.blake2b(b"".join(binary_ids), digest_size=12).digest())
+
+
 def update_devices(stored):
     """Apply the batch's device upserts; return the devices' documents as they now are."""
     updates = device_updates(stored)
     if not updates:
         return []
     collection = Device._get_collection()
-    collection.with_options(write_concern=JOURNALED).bulk_write(updates, ordered=False)
+    try:
+        collection.with_options(write_concern=JOURNALED).bulk_write(updates, ordered=False)
+    except BulkWriteError as exc:
+        # A duplicate key here is the upsert of a device already marked with this batch.
+        if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
+            raise
     touched = list(OrderedDict.fromkeys(d["device_id"] for d in stored if d["direction"] == "in"))
     return list(collection.find({"device_id": {"$in": touched}}))

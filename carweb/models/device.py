@@ -1,6 +1,6 @@
 """Devices, created on their first MQTT message."""
 
-from mongoengine import BooleanField, DateTimeField, Document, IntField, StringField
+from mongoengine import BooleanField, DateTimeField, Document, IntField, ObjectIdField, StringField
 
 from carweb.models.user import utcnow
 
@@ -15,6 +15,8 @@ class Device(Document):
     message_count = IntField(default=0)
     online = BooleanField(default=False)
     fw_version = StringField()
+    # Digest of the last counted batch's message ids, so a retried batch is not counted twice.
+    last_ingest_id = ObjectIdField()
 
     meta = {
         "collection": "devices",
