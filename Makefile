@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format assets chromium clean
+.PHONY: run test test-faults lint format assets chromium clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
@@ -44,6 +44,10 @@ format: $(STAMP)
 
 test: $(STAMP) assets chromium lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Only the fault tests (kill/restart the database, broker or carweb); `make test` runs them too.
+test-faults: $(STAMP) assets chromium
+	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor .pytest_cache .ruff_cache

@@ -157,6 +157,8 @@ def start_web(env, log_file=None, timeout=30):
                 return process
         except urllib.error.HTTPError as exc:
             last = exc.read().decode(errors="replace")
+        except OSError as exc:  # the worker is still booting
+            last = repr(exc)
         time.sleep(0.1)
     stop_processes([process])
     raise RuntimeError(f"carweb did not become healthy: {last}")

@@ -76,12 +76,14 @@ class Bridge:
             except gevent.GreenletExit:
                 raise
             except Exception as exc:  # noqa: BLE001 - any crash must restart the bridge
-                log.exception("MQTT bridge died; restarting in %s s", delay)
+                log.exception("MQTT bridge died; restarting with back-off")
                 self.state, self.last_error = "restarting", repr(exc)
                 metrics.bridge_restarts.inc()
             self.mqtt_state = "disconnected"
-            delay = 1 if time.monotonic() - started > 60 else min(delay * 2, MAX_BACKOFF)
+            if time.monotonic() - started > 60:
+                delay = 1  # it ran a good while: this is a new failure, not a crash loop
             gevent.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF)
 
     def _run_once(self):
         """Connect and run the network and writer greenlets until one of them fails."""
