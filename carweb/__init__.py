@@ -50,9 +50,11 @@ def register_blueprints(app):
     from carweb.api import bp as api_bp
     from carweb.auth import bp as auth_bp
     from carweb.devices import bp as devices_bp
+    from carweb.firmware import bp as firmware_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(devices_bp)
+    app.register_blueprint(firmware_bp)
     app.register_blueprint(api_bp)
 
 
@@ -75,8 +77,11 @@ def register_commands(app):
 
 
 def register_background(app):
-    """Start index creation and the embedded bridge, only inside a gevent server process."""
+    """Wire firmware updates into the bridge; start it and the tasks only inside a gevent server process."""
+    from carweb import ota
     from carweb.background import start_background
+
+    ota.init_app(app)
 
     if _gevent_patched() and app.config["CARWEB_BRIDGE"] != "off":
         start_background(app, bridge=app.config["CARWEB_BRIDGE"] == "embedded")

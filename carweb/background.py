@@ -1,4 +1,4 @@
-"""Work a server process runs beside its requests: index creation, then the bridge."""
+"""Work a server process runs beside its requests: index creation, then the bridge and other tasks."""
 
 import logging
 
@@ -9,10 +9,16 @@ from carweb.models import ensure_indexes
 
 log = logging.getLogger(__name__)
 BRIDGE_KEY = "carweb.bridge"
+TASKS_KEY = "carweb.background_tasks"
+
+
+def register_background_task(app, task):
+    """Have `task(app)` run in its own greenlet of every server process, once indexes exist."""
+    app.extensions.setdefault(TASKS_KEY, []).append(task)
 
 
 def start_background(app, bridge=True):
-    """Create indexes once (retrying until MongoDB answers), then start the bridge."""
+    """Create indexes once (retrying until MongoDB answers), then start the bridge and the tasks."""
     service = Bridge(app) if bridge else None
     app.extensions[BRIDGE_KEY] = service
     gevent.spawn(_prepare_and_start, app, service)
@@ -40,3 +46,5 @@ def _prepare_and_start(app, service):
                 delay = min(delay * 2, 30)
     if service is not None:
         service.start()
+    for task in app.extensions.get(TASKS_KEY, ()):
+        gevent.spawn(task, app)

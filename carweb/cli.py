@@ -8,6 +8,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from carweb.firmware.cli import firmware_cli
 from carweb.models import User, ensure_indexes
 from carweb.models.user import ROLES
 
@@ -21,6 +22,7 @@ def init_app(app):
     app.cli.add_command(ensure_admin)
     app.cli.add_command(bridge_cli)
     app.cli.add_command(simulate)
+    app.cli.add_command(firmware_cli)
 
 
 @click.command("create-user")
@@ -89,10 +91,23 @@ def bridge_run():
 @click.option("--mqtt-url", default=None, help="Broker URL (default: MQTT_URL).")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--prefix", default="sim", show_default=True, help="Device ids are <prefix>-<n>.")
-def simulate(count, rate, mqtt_url, duration, prefix):
-    """Run a fleet of simulated cars that publish telemetry."""
+@click.option(
+    "--fail-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of firmware updates whose checksum check fails.",
+)
+@click.option(
+    "--step-delay", type=click.FloatRange(0), default=0.0, show_default=True, help="Seconds per update step."
+)
+@click.option("--chunks", is_flag=True, help="Download firmware over MQTT chunks instead of HTTP.")
+def simulate(count, rate, mqtt_url, duration, prefix, fail_rate, step_delay, chunks):
+    """Run a fleet of simulated cars that publish telemetry and take firmware updates."""
     from carweb.simulator import Fleet
+    from carweb.simulator_updates import UpdateBehaviour
 
-    fleet = Fleet(mqtt_url or current_app.config["MQTT_URL"], count, rate, prefix=prefix)
+    updates = UpdateBehaviour(fail_rate=fail_rate, step_delay=step_delay, chunks=chunks)
+    fleet = Fleet(mqtt_url or current_app.config["MQTT_URL"], count, rate, prefix=prefix, updates=updates)
     click.echo(f"simulating {count} devices at {rate} msg/s each on {fleet.url}")
     fleet.run(duration=duration)

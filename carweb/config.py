@@ -27,6 +27,11 @@ def env_int(name, default):
     return int(value) if value not in (None, "") else default
 
 
+def default_public_url():
+    """Where gunicorn listens, as devices would reach it without a proxy in front."""
+    return f"http://{env_str('CARWEB_HOST', '127.0.0.1')}:{env_int('CARWEB_PORT', 8000)}"
+
+
 class Config:
     """Settings for a deployed carweb; every value can be overridden by environment."""
 
@@ -50,6 +55,13 @@ class Config:
         self.CARWEB_QUEUE_MAX = env_int("CARWEB_QUEUE_MAX", 5000)
         self.CARWEB_PAGE_SIZE = env_int("CARWEB_PAGE_SIZE", 50)
         self.CARWEB_METRICS_TOKEN = env_str("CARWEB_METRICS_TOKEN")
+        self.CARWEB_PUBLIC_URL = env_str("CARWEB_PUBLIC_URL", default_public_url()).rstrip("/")
+        self.CARWEB_DOWNLOAD_TTL = env_int("CARWEB_DOWNLOAD_TTL", 3600)
+        self.CARWEB_MAX_FIRMWARE_MB = env_int("CARWEB_MAX_FIRMWARE_MB", 64)
+        # Room for the form's other fields; the image itself is held to the exact limit.
+        self.MAX_CONTENT_LENGTH = self.CARWEB_MAX_FIRMWARE_MB * 1024 * 1024 + 256 * 1024
+        self.CARWEB_OTA_CHUNK_SIZE = env_int("CARWEB_OTA_CHUNK_SIZE", 64 * 1024)
+        self.CARWEB_OTA_SWEEP_SECONDS = float(env_str("CARWEB_OTA_SWEEP_SECONDS", "10"))
         self.SOCKETIO_MESSAGE_QUEUE = env_str("SOCKETIO_MESSAGE_QUEUE")
         origins = env_str("SOCKETIO_ALLOWED_ORIGINS", "")
         self.SOCKETIO_ALLOWED_ORIGINS = [o.strip() for o in origins.split(",") if o.strip()] or None

@@ -58,6 +58,59 @@ def publish_batch(stored, devices):
         socketio.emit("devices", summaries, to=DEVICES_ROOM)
 
 
+def rollout_room(rollout_id):
+    """The room of one rollout's page."""
+    return f"rollout:{rollout_id}"
+
+
+def device_firmware_room(device_id):
+    """The room of the firmware updates shown on one device's page."""
+    return f"firmware:{device_id}"
+
+
+def job_summary(job):
+    """What a page needs to show one update job (a stored UpdateJob)."""
+    last = job.history[-1] if job.history else {}
+    report = last.get("report") or {}
+    return {
+        "id": str(job.pk),
+        "rollout": str(job.rollout_id),
+        "firmware": str(job.firmware_id),
+        "title": job.title,
+        "version": job.version,
+        "device_id": job.device_id,
+        "wave": job.wave,
+        "state": job.state,
+        "attempts": job.attempts,
+        "progress": job.progress,
+        "error": job.error,
+        "reported_version": report.get("version") if job.state == "UPDATED" else None,
+        "updated_at": _iso(job.updated_at),
+    }
+
+
+def rollout_summary(rollout):
+    """What a rollout page needs to show the rollout's own state."""
+    return {
+        "id": str(rollout.pk),
+        "state": rollout.state,
+        "current_wave": rollout.current_wave,
+        "updated_at": _iso(rollout.updated_at),
+    }
+
+
+def publish_job(job):
+    """Emit a job's new state to its rollout's page and to its device's page."""
+    summary = job_summary(job)
+    socketio.emit("job", summary, to=rollout_room(summary["rollout"]))
+    socketio.emit("job", summary, to=device_firmware_room(job.device_id))
+
+
+def publish_rollout(rollout):
+    """Emit a rollout's new state to its page."""
+    socketio.emit("rollout", rollout_summary(rollout), to=rollout_room(rollout.pk))
+
+
 def format_utc(value):
     """Show a datetime or ISO string as `YYYY-MM-DD HH:MM:SS.mmm` (UTC); '—' for none."""
     if not value:

@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from carweb.bridge.mqtt import build_client, parse_mqtt_url
+from carweb.simulator_updates import FirmwareAgent, UpdateBehaviour
 
 NAMESPACE = uuid.UUID("6f1c3a52-5a4e-4d8e-9a53-0b4c1f3e8d21")
 EARTH_RADIUS_KM = 6371.0
@@ -69,12 +70,16 @@ class Car:
 
 
 class Fleet:
-    """N cars, each its own MQTT connection with a last will, publishing at `rate` msg/s."""
+    """N cars, each its own MQTT connection with a last will, publishing at `rate` msg/s.
 
-    def __init__(self, url, count, rate, prefix="sim"):
+    Each car also takes firmware updates as `updates` (an UpdateBehaviour) says.
+    """
+
+    def __init__(self, url, count, rate, prefix="sim", updates=None):
         parse_mqtt_url(url)  # fail early on a bad URL
         self.url = url
         self.rate = rate
+        self.updates = updates or UpdateBehaviour()
         self.cars = [
             Car(
                 simulated_device_id(prefix, n),
@@ -84,6 +89,7 @@ class Fleet:
             for n in range(count)
         ]
         self.clients = {}
+        self.agents = {}
         self._stop = threading.Event()
 
     def connect(self):
@@ -94,6 +100,9 @@ class Fleet:
                 config, manual_ack=False, client_id=f"sim-{car.device_id}", persistent=False
             )
             client.will_set(f"{car.device_id}/status", "offline", qos=1, retain=True)
+            agent = self.agents[car.device_id] = FirmwareAgent(car.device_id, client, self.updates)
+            client.on_connect = lambda *_, agent=agent: agent.subscribe()
+            client.on_message = lambda _client, _userdata, msg, agent=agent: agent.on_message(msg)
             client.connect(address.host, address.port, keepalive=30)
             client.loop_start()
             client.publish(f"{car.device_id}/status", "online", qos=1, retain=True)

@@ -2,6 +2,7 @@
 
 import os
 import re
+import threading
 import time
 import uuid
 
@@ -230,3 +231,27 @@ def wait_until(predicate, timeout=10.0, interval=0.05):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+@pytest.fixture
+def fleet(services):
+    """Start simulated cars in a thread: `fleet(count, **update_behaviour)` returns their device ids."""
+    from carweb.simulator import Fleet
+    from carweb.simulator_updates import UpdateBehaviour
+
+    running = []
+
+    def start(count, rate=0.05, **updates):
+        """Run `count` cars with a fresh id prefix until the test ends."""
+        cars = Fleet(
+            services.mqtt_url, count, rate, prefix=uuid.uuid4().hex, updates=UpdateBehaviour(**updates)
+        )
+        thread = threading.Thread(target=cars.run, daemon=True)
+        thread.start()
+        running.append((cars, thread))
+        return [car.device_id for car in cars.cars]
+
+    yield start
+    for cars, thread in running:
+        cars.stop()
+        thread.join(15)

@@ -9,7 +9,8 @@ from carweb.extensions import login_manager
 from carweb.models import User
 
 bp = Blueprint("auth", __name__)
-PUBLIC_ENDPOINTS = {"auth.login", "api.healthz", "api.metrics", "static"}
+# firmware.download: devices authenticate with the signed token in the URL.
+PUBLIC_ENDPOINTS = {"auth.login", "api.healthz", "api.metrics", "static", "firmware.download"}
 
 
 def init_login(app):

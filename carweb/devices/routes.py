@@ -8,9 +8,11 @@ from mongoengine.queryset.visitor import Q
 from carweb.auth import role_required
 from carweb.devices import bp
 from carweb.devices.forms import DeleteForm, HistoryFilterForm, RenameForm, SearchForm
+from carweb.firmware.forms import DeviceUpdateForm
 from carweb.history import HistoryQuery, cursor_at, decode_cursor, encode_cursor, message_page
-from carweb.live import device_summary, message_summary
+from carweb.live import device_summary, job_summary, message_summary
 from carweb.models import Device, Message
+from carweb.ota.jobs import latest_jobs
 
 WRITERS = ("admin", "operator")
 
@@ -66,6 +68,8 @@ def show(device_id):
         else cursor_at(datetime.now(UTC)),
         filtered=bool(request.args.get("topic") or request.args.get("since") or request.args.get("until")),
         rename_form=RenameForm(name=device.name),
+        update_form=DeviceUpdateForm().set_choices(),
+        updates=[job_summary(job) for job in latest_jobs(device_id)],
     )
 
 

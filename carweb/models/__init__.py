@@ -1,10 +1,11 @@
 """MongoEngine documents; collection names are a contract operators query."""
 
 from carweb.models.device import Device
+from carweb.models.firmware import Firmware, Rollout, UpdateJob
 from carweb.models.message import Message
 from carweb.models.user import User
 
-ALL_DOCUMENTS = (User, Device, Message)
+ALL_DOCUMENTS = (User, Device, Message, Firmware, Rollout, UpdateJob)
 
 
 def ensure_indexes():
@@ -13,4 +14,13 @@ def ensure_indexes():
         document.ensure_indexes()
 
 
-__all__ = ["Device", "Message", "User", "ALL_DOCUMENTS", "ensure_indexes"]
+__all__ = [
+    "Device",
+    "Message",
+    "User",
+    "Firmware",
+    "Rollout",
+    "UpdateJob",
+    "ALL_DOCUMENTS",
+    "ensure_indexes",
+]

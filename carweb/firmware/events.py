@@ -1,0 +1,49 @@
+"""Socket.IO handlers for the firmware pages (the connection itself is checked in devices/events.py)."""
+
+from bson import ObjectId
+from flask_socketio import join_room
+
+from carweb.bridge.topics import MAX_DEVICE_ID_LENGTH
+from carweb.extensions import socketio
+from carweb.live import device_firmware_room, job_summary, rollout_room, rollout_summary
+from carweb.models import Device, Rollout, UpdateJob
+from carweb.ota.jobs import latest_jobs
+
+DEVICE_HISTORY_LIMIT = 20
+
+
+@socketio.on("watch_rollout")
+def watch_rollout(request):
+    """Browser -> server: join a rollout's room ("rollout" and "job" events) and get its current state.
+
+    `request` is {"rollout_id": ...}; the reply is {"ok": bool, "rollout": {...}, "jobs": [...]},
+    so a page that was rendered or disconnected a moment ago misses nothing.
+    """
+    rollout_id = request.get("rollout_id") if isinstance(request, dict) else None
+    if not isinstance(rollout_id, str) or not ObjectId.is_valid(rollout_id):
+        return {"ok": False, "error": "bad rollout id"}
+    rollout = Rollout.objects(pk=rollout_id).exclude("targets").first()
+    if rollout is None:
+        return {"ok": False, "error": "no such rollout"}
+    join_room(rollout_room(rollout_id))
+    jobs = UpdateJob.objects(rollout_id=rollout.pk)
+    return {"ok": True, "rollout": rollout_summary(rollout), "jobs": [job_summary(j) for j in jobs]}
+
+
+@socketio.on("watch_device_firmware")
+def watch_device_firmware(request):
+    """Browser -> server: join a device's firmware room ("job" events); reply with its latest jobs.
+
+    `request` is {"device_id": ...}; the reply is {"ok": bool, "fw_version": ..., "jobs": [...]},
+    newest first.
+    """
+    device_id = request.get("device_id") if isinstance(request, dict) else None
+    if not isinstance(device_id, str) or not 0 < len(device_id) <= MAX_DEVICE_ID_LENGTH:
+        return {"ok": False, "error": "bad device id"}
+    join_room(device_firmware_room(device_id))
+    device = Device.objects(device_id=device_id).only("fw_version").first()
+    return {
+        "ok": True,
+        "fw_version": device.fw_version if device else None,
+        "jobs": [job_summary(j) for j in latest_jobs(device_id, DEVICE_HISTORY_LIMIT)],
+    }

@@ -1,0 +1,92 @@
+"""Forms of the firmware blueprint."""
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+from wtforms import FloatField, IntegerField, RadioField, SelectField, StringField, SubmitField, TextAreaField
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
+
+from carweb.models import Firmware
+from carweb.ota.rollouts import MAX_RETRIES, MAX_STEP_TIMEOUT, RolloutError, parse_waves, select_targets
+
+TARGET_CHOICES = [
+    ("devices", "These devices"),
+    ("all", "All devices"),
+    ("version", "All devices on version"),
+]
+
+
+class UploadForm(FlaskForm):
+    """A new firmware image: title + version must be new."""
+
+    title = StringField("Title", validators=[DataRequired(), Length(max=200)])
+    version = StringField("Version", validators=[DataRequired(), Length(max=100)])
+    file = FileField("Image", validators=[FileRequired("Choose the image file.")])
+    notes = TextAreaField("Release notes", validators=[Optional(), Length(max=10000)])
+    submit = SubmitField("Upload")
+
+    def validate_version(self, field):
+        """Title + version identify an image: refuse one that exists."""
+        if Firmware.objects(title=(self.title.data or "").strip(), version=field.data.strip()).first():
+            raise ValidationError(f"{self.title.data} {field.data} already exists.")
+
+    def error_list(self):
+        """Every error as `Field: message`, for the upload script."""
+        return [
+            f"{self[name].label.text}: {error}" for name, errors in self.errors.items() for error in errors
+        ]
+
+
+class RolloutForm(FlaskForm):
+    """Which devices get an image, in which waves, with which limits."""
+
+    target = RadioField("Devices", choices=TARGET_CHOICES, default="devices")
+    devices = TextAreaField("Device ids (comma, space or one per line)", validators=[Optional()])
+    from_version = StringField("Current version", validators=[Optional(), Length(max=100)])
+    waves = StringField("Waves (cumulative %)", default="100", validators=[DataRequired()])
+    threshold = FloatField(
+        "Failure threshold (0–1)", default=0.2, validators=[InputRequired(), NumberRange(0.01, 1)]
+    )
+    retries = IntegerField("Retries", default=2, validators=[InputRequired(), NumberRange(0, MAX_RETRIES)])
+    timeout = IntegerField(
+        "Step timeout (s)", default=600, validators=[InputRequired(), NumberRange(1, MAX_STEP_TIMEOUT)]
+    )
+    submit = SubmitField("Start rollout")
+
+    def validate_waves(self, field):
+        """Percentages that increase and end at 100."""
+        try:
+            parse_waves(field.data)
+        except RolloutError as exc:
+            raise ValidationError(str(exc)) from exc
+
+    def validate_target(self, field):
+        """The chosen devices must exist (resolved once here, kept for the view)."""
+        ids = (self.devices.data or "").replace(",", " ").split()
+        try:
+            self.targets = select_targets(
+                device_ids=ids if field.data == "devices" else None,
+                all_devices=field.data == "all",
+                from_version=(self.from_version.data or "").strip() if field.data == "version" else None,
+            )
+        except RolloutError as exc:
+            raise ValidationError(str(exc)) from exc
+
+
+class DeviceUpdateForm(FlaskForm):
+    """Start an update of one device from its page."""
+
+    firmware = SelectField("Firmware", validators=[DataRequired()])
+    submit = SubmitField("Start update")
+
+    def set_choices(self):
+        """Every image, newest first."""
+        self.firmware.choices = [
+            (str(f.pk), f.label) for f in Firmware.objects.order_by("-created_at").only("title", "version")
+        ]
+        return self
+
+
+class ConfirmForm(FlaskForm):
+    """A button that only carries the CSRF token (delete, resume, cancel)."""
+
+    submit = SubmitField("Confirm")

@@ -1,0 +1,31 @@
+/* Device page: the device's update history and current firmware follow its jobs live. */
+(function () {
+  "use strict";
+  var section = document.getElementById("firmware-updates");
+  var table = document.getElementById("update-history");
+  var firmware = document.getElementById("device-firmware");
+  var deviceId = section.dataset.deviceId;
+
+  function showJob(job) {
+    if (job.device_id !== deviceId) return;
+    var row = table.querySelector('tr[data-job-id="' + job.id + '"]');
+    if (row) {
+      carwebFillJob(row, job);
+    } else {
+      table.tBodies[0].insertBefore(carwebNewJobRow(job), table.tBodies[0].firstChild);
+    }
+    document.getElementById("no-updates").hidden = true;
+    if (job.state === "UPDATED") firmware.textContent = job.reported_version || job.version;
+  }
+
+  // The device page's own script holds the message subscription; this is a second, small one.
+  var socket = carwebLive(function (s, ready) {
+    s.emit("watch_device_firmware", { device_id: deviceId }, function (reply) {
+      if (!reply || !reply.ok) return;
+      reply.jobs.slice().reverse().forEach(showJob);
+      if (reply.fw_version) firmware.textContent = reply.fw_version;
+      ready();
+    });
+  });
+  socket.on("job", showJob);
+})();
