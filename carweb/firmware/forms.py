@@ -2,16 +2,25 @@
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
-from wtforms import FloatField, IntegerField, RadioField, SelectField, StringField, SubmitField, TextAreaField
+from wtforms import (
+    FloatField,
+    IntegerField,
+    RadioField,
+    SelectChoice,
+    SelectField,
+    StringField,
+    SubmitField,
+    TextAreaField,
+)
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
 from carweb.models import Firmware
 from carweb.ota.rollouts import MAX_RETRIES, MAX_STEP_TIMEOUT, RolloutError, parse_waves, select_targets
 
 TARGET_CHOICES = [
-    ("devices", "These devices"),
-    ("all", "All devices"),
-    ("version", "All devices on version"),
+    SelectChoice("devices", "These devices"),
+    SelectChoice("all", "All devices"),
+    SelectChoice("version", "All devices on version"),
 ]
 
 
@@ -81,7 +90,8 @@ class DeviceUpdateForm(FlaskForm):
     def set_choices(self):
         """Every image, newest first."""
         self.firmware.choices = [
-            (str(f.pk), f.label) for f in Firmware.objects.order_by("-created_at").only("title", "version")
+            SelectChoice(str(f.pk), f.label)
+            for f in Firmware.objects.order_by("-created_at").only("title", "version")
         ]
         return self
 
