@@ -1,0 +1,78 @@
+"""Firmware in a real browser: upload through the form, start an update, follow it live."""
+
+import hashlib
+import os
+import uuid
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.e2e.test_live_pages import assert_not_reloaded, mark_window, wait_until_live
+from tests.ota_support import start_rollout, upload_image, wait_for_devices
+
+pytestmark = pytest.mark.e2e
+
+UPDATE_TIMEOUT_MS = 30_000
+
+
+def test_upload_then_update_a_simulated_car_from_its_page(page, login, live_server, fleet, tmp_path):
+    """The upload form stores the image (by XHR, with progress); the device page follows the job to UPDATED."""
+    (device_id,) = fleet(1, step_delay=1.0)
+    wait_for_devices(live_server, [device_id])
+    image = tmp_path / "ecu.bin"
+    image.write_bytes(os.urandom(400_000))
+    title, version = f"ecu-{uuid.uuid4().hex[:6]}", "3.0.0"
+    login()
+
+    page.goto(f"{live_server.url}/firmware/upload")
+    page.fill("input[name=title]", title)
+    page.fill("input[name=version]", version)
+    page.set_input_files("input[name=file]", str(image))
+    page.fill("textarea[name=notes]", "Faster boot.")
+    with page.expect_response(
+        lambda r: r.url.endswith("/firmware/upload") and r.request.method == "POST"
+    ) as sent:
+        page.click("#upload-form [type=submit]")
+    assert sent.value.request.headers.get("x-requested-with") == "XMLHttpRequest"
+    expect(page.locator("#firmware-sha256")).to_have_text(hashlib.sha256(image.read_bytes()).hexdigest())
+    expect(page.locator(".flash-success")).to_contain_text(f"{title} {version} uploaded")
+
+    page.goto(f"{live_server.url}/devices/{device_id}")
+    wait_until_live(page)
+    page.select_option("#update-form select", label=f"{title} {version}")
+    with page.expect_navigation():
+        page.click("#update-form [type=submit]")
+    wait_until_live(page)
+    marker = mark_window(page)
+    state = page.locator("#update-history tbody tr").first.locator("[data-field=state]")
+    expect(state).not_to_have_text("UPDATED")  # each step takes a second: the page shows it in progress
+
+    expect(state).to_have_text("UPDATED", timeout=UPDATE_TIMEOUT_MS)
+    expect(page.locator("#device-firmware")).to_have_text(version)
+    expect(page.locator("#update-history tbody tr")).to_have_count(1)
+    assert_not_reloaded(page, marker)
+
+
+def test_rollout_page_counts_and_wave_bars_follow_the_jobs(page, login, live_server, fleet, tmp_path):
+    """Two cars in waves 50/100: the counts, the wave bars and the state move without a reload."""
+    title, version, _, _, _ = upload_image(live_server, tmp_path, size=50_000)
+    devices = fleet(2, step_delay=0.5)
+    wait_for_devices(live_server, devices)
+    login()
+    rollout_id = start_rollout(live_server, title, version, devices, "--waves", "50,100")
+    page.goto(f"{live_server.url}/firmware/rollouts/{rollout_id}")
+    wait_until_live(page)
+    marker = mark_window(page)
+    updated = page.locator('#state-counts [data-count-state="UPDATED"] [data-field=count]')
+    expect(updated).not_to_have_text("2")  # two waves of four half-second steps: still under way
+
+    expect(updated).to_have_text("2", timeout=UPDATE_TIMEOUT_MS)
+    expect(page.locator("#rollout-state")).to_have_text("COMPLETED")
+    expect(page.locator('#state-counts [data-count-state="QUEUED"] [data-field=count]')).to_have_text("0")
+    for wave in ("0", "1"):
+        bar = page.locator(f'#waves .wave[data-wave="{wave}"]')
+        expect(bar.locator("[data-field=done]")).to_have_text("1")
+        assert bar.locator("progress").evaluate("p => p.value") == 1
+    expect(page.locator("#cancel-form")).to_be_hidden()
+    expect(page.locator("#job-table tbody tr[data-state=UPDATED]")).to_have_count(2)
+    assert_not_reloaded(page, marker)
