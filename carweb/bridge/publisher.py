@@ -1,5 +1,6 @@
 """Publishing as carweb: the small interface `ota` uses to send commands to devices."""
 
+import threading
 import uuid
 
 from carweb.background import running_bridge
@@ -29,9 +30,14 @@ def _publish_once(config, messages):
     client, address = build_client(config, manual_ack=False, client_id=client_id, persistent=False)
     client.max_inflight_messages_set(100)
     client.max_queued_messages_set(0)
+    connected = threading.Event()
+    client.on_connect = lambda *_: connected.set()
     connect_async(client, address, config, persistent=False)
     client.loop_start()
     try:
+        # paho refuses (rather than queues) a publish before the broker has accepted us.
+        if not connected.wait(PUBLISH_TIMEOUT):
+            raise TimeoutError(f"could not connect to the broker within {PUBLISH_TIMEOUT} s")
         infos = [client.publish(topic, payload, qos=qos) for topic, payload, qos in messages]
         for info in infos:
             info.wait_for_publish(PUBLISH_TIMEOUT)
