@@ -10,6 +10,7 @@ from gridfs import GridFSBucket
 from mongoengine.connection import get_db
 
 from carweb.models import Device, Firmware, Rollout, UpdateJob
+from carweb.ota.delivery import signed_download_url
 from carweb.ota.store import store_firmware
 from tests.conftest import csrf_token
 
@@ -214,3 +215,25 @@ def test_resume_of_a_running_rollout_is_refused_with_a_message(client, auth):
     assert (
         client.post(f"/firmware/rollouts/{rollout.pk}/explode", data={"csrf_token": token}).status_code == 400
     )
+
+
+def test_download_serves_a_job_until_it_is_canceled(client, auth, app):
+    """The signed link works without a login; once its job is canceled it gets 403."""
+    auth.login()
+    firmware = store_firmware(io.BytesIO(IMAGE), "ecu", "2.0.0")
+    Device(device_id="car-1").save()
+    rollout_form(client, auth, firmware, devices="car-1")
+    job = UpdateJob.objects.get()
+    url = signed_download_url(app.config, job.pk, "car-1")[0].removeprefix(app.config["CARWEB_PUBLIC_URL"])
+    client.post("/logout", data={"csrf_token": auth.token()})
+    whole = client.get(url)
+    assert whole.status_code == 200 and whole.data == IMAGE
+    part = client.get(url, headers={"Range": "bytes=10-19"})
+    assert part.status_code == 206 and part.data == IMAGE[10:20]
+    auth.login()
+    rollout = Rollout.objects.get()
+    client.post(
+        f"/firmware/rollouts/{rollout.pk}/cancel",
+        data={"csrf_token": auth.token(f"/firmware/rollouts/{rollout.pk}")},
+    )
+    assert client.get(url).status_code == 403
