@@ -52,8 +52,8 @@ class Stack:
             CARWEB_ACCESS_LOG="0",
             CARWEB_LOG_LEVEL="WARNING",
             CARWEB_METRICS_TOKEN="bench",
-            **env,
         )
+        base.update(env)
         with open(self.workdir / "carweb.log", "ab") as log:
             self.processes.append(start_web(base, log_file=log))
         self.env = base

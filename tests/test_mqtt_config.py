@@ -35,3 +35,25 @@ def test_unknown_protocol_is_refused():
     """MQTT_PROTOCOL must be 5 or 3.1.1."""
     with pytest.raises(ValueError):
         build_client({"MQTT_URL": "mqtt://h", "MQTT_CLIENT_ID": "x", "MQTT_PROTOCOL": "4"})
+
+
+def test_shared_property_tables_keep_paho_properties_working():
+    """After sharing paho's tables, properties still pack, unpack and stay per instance."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from carweb.bridge.mqtt import share_property_tables
+
+    share_property_tables()
+    sent = Properties(PacketTypes.PUBLISH)
+    sent.UserProperty = ("msg-id", "m-1")
+    sent.MessageExpiryInterval = 60
+    received = Properties(PacketTypes.PUBLISH)
+    received.unpack(sent.pack())
+    assert received.UserProperty == [("msg-id", "m-1")] and received.MessageExpiryInterval == 60
+    assert not hasattr(Properties(PacketTypes.PUBLISH), "UserProperty")
+    received.clear()
+    assert not hasattr(received, "UserProperty") and received.names is sent.names
+    connect = Properties(PacketTypes.CONNECT)
+    connect.SessionExpiryInterval = 3600
+    assert Properties(PacketTypes.CONNECT).unpack(connect.pack())[0].SessionExpiryInterval == 3600

@@ -34,13 +34,20 @@ class IngestResult:
 
 def ingest_batch(docs):
     """Store new messages, skip redeliveries, update devices; return what was stored."""
+    result = store_messages(docs)
+    result.devices = update_devices(result.stored)
+    return result
+
+
+def store_messages(docs):
+    """Store a batch's new messages exactly once (the devices are updated separately)."""
     fresh = skip_recent_redeliveries(docs)
     stored = insert_messages(fresh)
     duplicates = len(docs) - len(stored)
     metrics.duplicates.inc(duplicates)
     metrics.stored.inc(len(stored))
     metrics.batches.inc()
-    return IngestResult(stored=stored, devices=update_devices(stored), duplicates=duplicates)
+    return IngestResult(stored=stored, duplicates=duplicates)
 
 
 def insert_messages(docs):
