@@ -5,6 +5,8 @@ import subprocess
 import sys
 import uuid
 
+from bson import ObjectId
+
 from carweb.config import ROOT
 from tests.conftest import wait_until
 
@@ -55,11 +57,10 @@ def wait_for_devices(server, device_ids, timeout=20):
 
 def wait_for_rollout(server, rollout_id, state, timeout=60, **fields):
     """Wait until the rollout is in `state` (and has `fields`); return its document."""
-    from bson import ObjectId
-
     rollouts = server.db().rollouts
 
     def reached():
+        """The rollout's document once it is as wanted, else None."""
         doc = rollouts.find_one({"_id": ObjectId(rollout_id)})
         return doc if doc and doc["state"] == state and all(doc[k] == v for k, v in fields.items()) else None
 
@@ -68,8 +69,6 @@ def wait_for_rollout(server, rollout_id, state, timeout=60, **fields):
 
 def jobs_of(server, rollout_id):
     """The rollout's jobs, by wave and device."""
-    from bson import ObjectId
-
     return list(
         server.db().update_jobs.find({"rollout": ObjectId(rollout_id)}).sort([("wave", 1), ("device_id", 1)])
     )

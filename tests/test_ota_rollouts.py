@@ -205,3 +205,15 @@ def test_cli_errors_exit_non_zero_with_one_line(ota_server, cli_image, args, mes
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_cli_upload_refuses_an_empty_image_and_a_blank_title(ota_server, tmp_path):
+    """The CLI applies the store's rules: no empty image, no empty title."""
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    refused = run_cli(ota_server, "upload", str(empty), "--title", "ecu", "--version", "9.9.9")
+    assert refused.returncode == 1 and "the file is empty" in refused.stderr
+    image = tmp_path / "image.bin"
+    image.write_bytes(b"firmware")
+    blank = run_cli(ota_server, "upload", str(image), "--title", " ", "--version", "9.9.9")
+    assert blank.returncode == 1 and "needs a title and a version" in blank.stderr

@@ -33,6 +33,7 @@ def store_firmware(stream, title, version, notes=None, created_by=None, max_byte
     image, one over `max_bytes`, and a title + version that already exists.
     """
     title, version = title.strip(), version.strip()
+    _check_fields(title, version, notes)
     if Firmware.objects(title=title, version=version).first() is not None:
         raise FirmwareError(f"{title} {version} already exists")
     upload = _bucket().open_upload_stream(f"{title}-{version}", metadata={"title": title, "version": version})
@@ -65,6 +66,16 @@ def store_firmware(stream, title, version, notes=None, created_by=None, max_byte
         _bucket().delete(upload._id)
         raise FirmwareError(f"{title} {version} already exists") from exc
     return firmware
+
+
+def _check_fields(title, version, notes):
+    """Title and version are required and short; notes fit the model."""
+    for name, value in (("title", title), ("version", version), ("notes", notes or "")):
+        limit = Firmware._fields[name].max_length
+        if len(value) > limit:
+            raise FirmwareError(f"the {name} may have at most {limit} characters")
+    if not title or not version:
+        raise FirmwareError("an image needs a title and a version")
 
 
 def unfinished_jobs(firmware):
