@@ -82,7 +82,12 @@ def rollout_room(rollout_id):
 
 def device_firmware_room(device_id):
     """The room of the firmware updates shown on one device's page."""
-    return f"firmware:{device_id}"
+    return f"device-firmware:{device_id}"
+
+
+def image_room(firmware_id):
+    """The room of one firmware image's page (every job that sends it)."""
+    return f"image:{firmware_id}"
 
 
 def job_summary(job):
@@ -117,10 +122,14 @@ def rollout_summary(rollout):
 
 
 def publish_job(job):
-    """Emit a job's new state to its rollout's page and to its device's page."""
+    """Emit a job's new state to the pages of its rollout, its device and its image."""
     summary = job_summary(job)
-    socketio.emit("job", summary, to=rollout_room(summary["rollout"]))
-    socketio.emit("job", summary, to=device_firmware_room(job.device_id))
+    for room in (
+        rollout_room(summary["rollout"]),
+        device_firmware_room(job.device_id),
+        image_room(summary["firmware"]),
+    ):
+        socketio.emit("job", summary, to=room)
 
 
 def publish_rollout(rollout):

@@ -5,7 +5,7 @@ from flask_socketio import join_room
 
 from carweb.bridge.topics import MAX_DEVICE_ID_LENGTH
 from carweb.extensions import socketio
-from carweb.live import device_firmware_room, job_summary, rollout_room, rollout_summary
+from carweb.live import device_firmware_room, image_room, job_summary, rollout_room, rollout_summary
 from carweb.models import Device, Rollout, UpdateJob
 from carweb.ota.jobs import latest_jobs
 
@@ -28,6 +28,22 @@ def watch_rollout(request):
     join_room(rollout_room(rollout_id))
     jobs = UpdateJob.objects(rollout_id=rollout.pk)
     return {"ok": True, "rollout": rollout_summary(rollout), "jobs": [job_summary(j) for j in jobs]}
+
+
+@socketio.on("watch_firmware")
+def watch_firmware(request):
+    """Browser -> server: join an image's room ("job" events); reply with every job that sends it.
+
+    `request` is {"firmware_id": ...}; the reply is {"ok": bool, "jobs": [...]}.
+    """
+    firmware_id = request.get("firmware_id") if isinstance(request, dict) else None
+    if not isinstance(firmware_id, str) or not ObjectId.is_valid(firmware_id):
+        return {"ok": False, "error": "bad firmware id"}
+    join_room(image_room(firmware_id))
+    return {
+        "ok": True,
+        "jobs": [job_summary(j) for j in UpdateJob.objects(firmware_id=ObjectId(firmware_id))],
+    }
 
 
 @socketio.on("watch_device_firmware")

@@ -8,12 +8,7 @@
 
   function showJob(job) {
     if (job.device_id !== deviceId) return;
-    var row = table.querySelector('tr[data-job-id="' + job.id + '"]');
-    if (row) {
-      carwebFillJob(row, job);
-    } else {
-      table.tBodies[0].insertBefore(carwebNewJobRow(job), table.tBodies[0].firstChild);
-    }
+    carwebUpsertJob(table, job, true);
     document.getElementById("no-updates").hidden = true;
     if (job.state === "UPDATED") firmware.textContent = job.reported_version || job.version;
   }

@@ -36,4 +36,14 @@
     setLink(row, "rollout", "rollout", "__ROLLOUT__", job.rollout);
     return carwebFillJob(row, job);
   };
+
+  /* Update a job's row in `table`, or add one (at the top when `atTop`); returns the row. */
+  window.carwebUpsertJob = function (table, job, atTop) {
+    var body = table.tBodies[0];
+    var row = body.querySelector('tr[data-job-id="' + job.id + '"]');
+    if (row) return carwebFillJob(row, job);
+    row = carwebNewJobRow(job);
+    body.insertBefore(row, atTop ? body.firstChild : null);
+    return row;
+  };
 })();

@@ -8,12 +8,7 @@
 
   function showJob(job) {
     if (job.rollout !== rolloutId) return;
-    var row = table.querySelector('tr[data-job-id="' + job.id + '"]');
-    if (!row) {
-      row = carwebNewJobRow(job);
-      table.tBodies[0].appendChild(row);
-    }
-    carwebFillJob(row, job);
+    carwebUpsertJob(table, job, false);
   }
 
   /* Counts and wave bars are recounted from the rows, so they always agree with the table. */

@@ -53,26 +53,44 @@ def test_upload_then_update_a_simulated_car_from_its_page(page, login, live_serv
     assert_not_reloaded(page, marker)
 
 
-def test_rollout_page_counts_and_wave_bars_follow_the_jobs(page, login, live_server, fleet, tmp_path):
-    """Two cars in waves 50/100: the counts, the wave bars and the state move without a reload."""
-    title, version, _, _, _ = upload_image(live_server, tmp_path, size=50_000)
+def test_rollout_and_image_pages_follow_the_jobs(page, page_events, login, live_server, fleet, tmp_path):
+    """Two cars in waves 50/100: the image page gains both jobs, the rollout page counts them, live."""
+    title, version, _, firmware_id, _ = upload_image(live_server, tmp_path, size=50_000)
     devices = fleet(2, step_delay=0.5)
     wait_for_devices(live_server, devices)
     login()
-    rollout_id = start_rollout(live_server, title, version, devices, "--waves", "50,100")
-    page.goto(f"{live_server.url}/firmware/rollouts/{rollout_id}")
+    page.goto(f"{live_server.url}/firmware/{firmware_id}")
     wait_until_live(page)
-    marker = mark_window(page)
-    updated = page.locator('#state-counts [data-count-state="UPDATED"] [data-field=count]')
+    image_marker = mark_window(page)
+    expect(page.locator("#no-jobs")).to_be_visible()
+
+    rollout_id = start_rollout(live_server, title, version, devices, "--waves", "50,100")
+    rollout_page = page.context.new_page()
+    page_events.watch(rollout_page)
+    rollout_page.goto(f"{live_server.url}/firmware/rollouts/{rollout_id}")
+    wait_until_live(rollout_page)
+    rollout_marker = mark_window(rollout_page)
+    updated = rollout_page.locator('#state-counts [data-count-state="UPDATED"] [data-field=count]')
     expect(updated).not_to_have_text("2")  # two waves of four half-second steps: still under way
 
     expect(updated).to_have_text("2", timeout=UPDATE_TIMEOUT_MS)
-    expect(page.locator("#rollout-state")).to_have_text("COMPLETED")
-    expect(page.locator('#state-counts [data-count-state="QUEUED"] [data-field=count]')).to_have_text("0")
+    expect(rollout_page.locator("#rollout-state")).to_have_text("COMPLETED")
+    expect(rollout_page.locator('#state-counts [data-count-state="QUEUED"] [data-field=count]')).to_have_text(
+        "0"
+    )
     for wave in ("0", "1"):
-        bar = page.locator(f'#waves .wave[data-wave="{wave}"]')
+        bar = rollout_page.locator(f'#waves .wave[data-wave="{wave}"]')
         expect(bar.locator("[data-field=done]")).to_have_text("1")
         assert bar.locator("progress").evaluate("p => p.value") == 1
-    expect(page.locator("#cancel-form")).to_be_hidden()
-    expect(page.locator("#job-table tbody tr[data-state=UPDATED]")).to_have_count(2)
-    assert_not_reloaded(page, marker)
+    expect(rollout_page.locator("#cancel-form")).to_be_hidden()
+    expect(rollout_page.locator("#job-table tbody tr[data-state=UPDATED]")).to_have_count(2)
+    assert_not_reloaded(rollout_page, rollout_marker)
+
+    rows = page.locator("#firmware-jobs tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.locator("[data-field=state]")).to_have_text(["UPDATED", "UPDATED"])
+    expect(page.locator("#no-jobs")).to_be_hidden()
+    for device_id in devices:
+        link = page.locator(f'#firmware-jobs tbody tr a[data-field=device_id]:text-is("{device_id}")')
+        expect(link).to_have_attribute("href", f"/devices/{device_id}")
+    assert_not_reloaded(page, image_marker)
