@@ -56,7 +56,7 @@ def test_upload_then_update_a_simulated_car_from_its_page(page, login, live_serv
 def test_rollout_and_image_pages_follow_the_jobs(page, page_events, login, live_server, fleet, tmp_path):
     """Two cars in waves 50/100: the image page gains both jobs, the rollout page counts them, live."""
     title, version, _, firmware_id, _ = upload_image(live_server, tmp_path, size=50_000)
-    devices = fleet(2, step_delay=0.5)
+    devices = fleet(2, step_delay=0.8)
     wait_for_devices(live_server, devices)
     login()
     page.goto(f"{live_server.url}/firmware/{firmware_id}")
@@ -71,7 +71,7 @@ def test_rollout_and_image_pages_follow_the_jobs(page, page_events, login, live_
     wait_until_live(rollout_page)
     rollout_marker = mark_window(rollout_page)
     updated = rollout_page.locator('#state-counts [data-count-state="UPDATED"] [data-field=count]')
-    expect(updated).not_to_have_text("2")  # two waves of four half-second steps: still under way
+    expect(updated).not_to_have_text("2")  # two waves of four 0.8 s steps: still under way
 
     expect(updated).to_have_text("2", timeout=UPDATE_TIMEOUT_MS)
     expect(rollout_page.locator("#rollout-state")).to_have_text("COMPLETED")
