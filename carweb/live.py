@@ -75,6 +75,11 @@ def may_have_listeners(room):
     return bool(manager.rooms.get("/", {}).get(room))
 
 
+def anyone_watching(device_ids):
+    """Whether the device list or any of these devices' pages may be open."""
+    return may_have_listeners(DEVICES_ROOM) or any(may_have_listeners(device_room(d)) for d in device_ids)
+
+
 def rollout_room(rollout_id):
     """The room of one rollout's page."""
     return f"rollout:{rollout_id}"

@@ -161,8 +161,8 @@ def _batch_marker(binary_ids):
     return ObjectId(hashlib.blake2b(b"".join(binary_ids), digest_size=12).digest())
 
 
-def update_devices(stored):
-    """Apply the batch's device upserts; return the devices' documents as they now are."""
+def update_devices(stored, fetch=True):
+    """Apply the batch's device upserts; return the devices' documents as they now are (if `fetch`)."""
     updates = device_updates(stored)
     if not updates:
         return []
@@ -173,5 +173,7 @@ def update_devices(stored):
         # A duplicate key here is the upsert of a device already marked with this batch.
         if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
             raise
+    if not fetch:
+        return []
     touched = list(OrderedDict.fromkeys(d["device_id"] for d in stored if d["direction"] == "in"))
     return list(collection.find({"device_id": {"$in": touched}}))

@@ -172,7 +172,8 @@ class Bridge:
 
     def _finish(self, client, batch, result):
         """Everything after a batch is stored; acks go out only after the device update."""
-        result.devices = self._retry(update_devices, result.stored)
+        watched = live.anyone_watching({doc["device_id"] for doc in result.stored})
+        result.devices = self._retry(update_devices, result.stored, watched)
         self._retry(dispatch, self.app, result.stored)
         for msg, _ in batch:
             if msg.qos:
