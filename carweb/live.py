@@ -46,8 +46,8 @@ def device_summary(doc):
     }
 
 
-def publish_batch(stored, devices):
-    """Emit a batch: its messages and device state to each device room, device states to the list."""
+def publish_messages(stored):
+    """Emit a stored batch's messages to the rooms of their devices' pages."""
     per_device = defaultdict(list)
     for doc in stored:
         per_device[doc["device_id"]].append(doc)
@@ -55,6 +55,10 @@ def publish_batch(stored, devices):
         room = device_room(device_id)
         if may_have_listeners(room):
             socketio.emit("messages", [message_summary(doc) for doc in docs], to=room)
+
+
+def publish_devices(devices):
+    """Emit devices' current state to their pages and to the device list."""
     summaries = [device_summary(d) for d in devices]
     for summary in summaries:
         socketio.emit("device", summary, to=device_room(summary["device_id"]))

@@ -172,13 +172,14 @@ class Bridge:
 
     def _finish(self, client, batch, result):
         """Everything after a batch is stored; acks go out only after the device update."""
+        live.publish_messages(result.stored)  # pages see stored messages before the bookkeeping
         watched = live.anyone_watching({doc["device_id"] for doc in result.stored})
         result.devices = self._retry(update_devices, result.stored, watched)
         self._retry(dispatch, self.app, result.stored)
         for msg, _ in batch:
             if msg.qos:
                 client.ack(msg.mid, msg.qos)
-        live.publish_batch(result.stored, result.devices)
+        live.publish_devices(result.devices)
 
     def _next_batch(self):
         """Wait for one message, then take every queued one up to the batch limit."""
