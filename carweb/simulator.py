@@ -13,6 +13,7 @@ from carweb.simulator_updates import FirmwareAgent, UpdateBehaviour
 
 NAMESPACE = uuid.UUID("6f1c3a52-5a4e-4d8e-9a53-0b4c1f3e8d21")
 EARTH_RADIUS_KM = 6371.0
+SUBSCRIBE_TIMEOUT = 10
 
 
 def simulated_device_id(prefix, number):
@@ -93,7 +94,11 @@ class Fleet:
         self._stop = threading.Event()
 
     def connect(self):
-        """Connect every car: last will `offline` on <id>/status, then `online` there."""
+        """Connect every car: last will `offline` on <id>/status, then `online` there.
+
+        A car says `online` only once it is subscribed to its firmware topics, so a command
+        sent as soon as carweb sees it is not lost.
+        """
         config = {"MQTT_URL": self.url, "MQTT_PROTOCOL": "3.1.1"}
         for car in self.cars:
             client, address = build_client(
@@ -102,9 +107,11 @@ class Fleet:
             client.will_set(f"{car.device_id}/status", "offline", qos=1, retain=True)
             agent = self.agents[car.device_id] = FirmwareAgent(car.device_id, client, self.updates)
             client.on_connect = lambda *_, agent=agent: agent.subscribe()
+            client.on_subscribe = lambda *_, agent=agent: agent.subscribed.set()
             client.on_message = lambda _client, _userdata, msg, agent=agent: agent.on_message(msg)
             client.connect(address.host, address.port, keepalive=30)
             client.loop_start()
+            agent.subscribed.wait(SUBSCRIBE_TIMEOUT)
             client.publish(f"{car.device_id}/status", "online", qos=1, retain=True)
             self.clients[car.device_id] = client
 

@@ -41,6 +41,7 @@ class FirmwareAgent:
         self.client = client
         self.behaviour = behaviour
         self.version = None
+        self.subscribed = threading.Event()
         self.canceled = set()
         self.chunks = queue.Queue()
         self.prefix = f"{device_id}/firmware/"

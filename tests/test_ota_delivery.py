@@ -3,6 +3,7 @@
 import hashlib
 import json
 import queue
+import threading
 import time
 import uuid
 
@@ -123,11 +124,14 @@ class ChunkDevice:
     def __init__(self, port, device_id):
         self.device_id = device_id
         self.inbox = queue.Queue()
+        subscribed = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"chunk-{uuid.uuid4().hex[:8]}")
         self.client.on_message = lambda _c, _u, msg: self.inbox.put((msg.topic, bytes(msg.payload)))
+        self.client.on_subscribe = lambda *_: subscribed.set()
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
-        self.client.subscribe(f"{device_id}/firmware/#", qos=1)[0]
+        self.client.subscribe(f"{device_id}/firmware/#", qos=1)
+        assert subscribed.wait(5), "the broker did not confirm the subscription"
 
     def take(self, topic, timeout=10):
         """The payload of the next message on `topic`."""
@@ -158,7 +162,6 @@ def test_mqtt_chunks_reassemble_to_the_same_sha256(live_server, services, publis
     wait_for_devices(live_server, [device_id])
     device = ChunkDevice(services.mqtt_port, device_id)
     try:
-        time.sleep(0.2)  # the subscription is in place before the command is published
         start_rollout(live_server, title, version, [device_id])
         command = json.loads(device.take(f"{device_id}/firmware/update"))
         count = -(-command["size"] // command["chunk_size"])

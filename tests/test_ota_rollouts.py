@@ -99,7 +99,7 @@ def test_failing_image_halts_after_the_first_wave_then_resume_and_cancel(ota_ser
     assert {(j["state"], j["attempts"]) for j in first} == {("FAILED", 2)}
     assert all("sha256 mismatch" in j["error"] for j in first)
     assert {j["state"] for j in jobs if j["wave"] > 0} == {"QUEUED"}
-    assert all(len(outbound(ota_server, j["device_id"], "firmware/update")) == 2 for j in first)
+    wait_until(lambda: all(len(outbound(ota_server, j["device_id"], "firmware/update")) == 2 for j in first))
     assert not any(outbound(ota_server, j["device_id"], "firmware/update") for j in jobs if j["wave"] > 0)
 
     assert firmware_cli(ota_server, "resume", rollout_id) == "RUNNING"
@@ -159,7 +159,9 @@ def test_silent_device_times_out_and_is_retried_up_to_the_limit(ota_server, publ
     job = job_of(ota_server, device_id)
     assert job["state"] == "TIMED_OUT" and job["attempts"] == 3 and job["error"] == "no report for 1 s"
     assert [h["state"] for h in job["history"]] == ["SENT", "TIMED_OUT"] * 3
-    commands = outbound(ota_server, device_id, "firmware/update")
+    commands = wait_until(
+        lambda: (c := outbound(ota_server, device_id, "firmware/update")) and len(c) == 3 and c
+    )
     assert len(commands) == 3 and {json.loads(c["payload"])["job"] for c in commands} == {str(job["_id"])}
 
 
