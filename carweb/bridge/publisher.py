@@ -10,16 +10,19 @@ PUBLISH_TIMEOUT = 10
 
 
 def publish(app, messages):
-    """Publish (topic, payload, qos) tuples; wait until the broker has every QoS 1 message.
+    """Publish (topic, payload, qos) tuples.
 
-    Uses the bridge's own connection in a process that runs it, else one short-lived
-    connection under a client id of its own (so the bridge's session is never taken over).
+    In a process that runs the bridge, they go out on its connection and paho delivers
+    them (resending after a reconnect) without anyone waiting: ota's handlers run inside
+    the bridge's writer, and waiting there for the broker's acks while the network
+    greenlet is blocked on a full ingest queue would stall the ingest. Elsewhere (the
+    CLI, a web process with an external bridge) one short-lived connection under a client
+    id of its own publishes and waits until the broker has every QoS 1 message.
     """
     bridge = running_bridge(app)
     if bridge is not None and bridge.mqtt_state == "connected":
-        infos = [bridge.publish(topic, payload, qos=qos) for topic, payload, qos in messages]
-        for info in infos:
-            info.wait_for_publish(PUBLISH_TIMEOUT)
+        for topic, payload, qos in messages:
+            bridge.publish(topic, payload, qos=qos)
         return
     _publish_once(app.config, messages)
 
