@@ -53,6 +53,8 @@ class Stack:
             CARWEB_LOG_LEVEL="WARNING",
             CARWEB_METRICS_TOKEN="bench",
         )
+        # BENCH_CARWEB_ENV="NAME=VALUE ..." tries other carweb settings in any benchmark.
+        base.update(item.split("=", 1) for item in os.environ.get("BENCH_CARWEB_ENV", "").split())
         base.update(env)
         with open(self.workdir / "carweb.log", "ab") as log:
             self.processes.append(start_web(base, log_file=log))

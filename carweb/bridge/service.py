@@ -160,26 +160,37 @@ class Bridge:
                 stored.put((number, batch, result))
 
     def _finish_loop(self, client, stored):
-        """In arrival order: update devices, run domain handlers, ack to the broker, emit."""
+        """In arrival order: update devices, run domain handlers, ack to the broker, emit.
+
+        Every stored batch that is ready in order is finished together, so under load one
+        device update serves several batches (group commit for the device counters).
+        """
         waiting, expected = {}, 0
         with self.app.app_context():
             while True:
                 number, batch, result = stored.get()
                 waiting[number] = (batch, result)
+                while not stored.empty():
+                    number, batch, result = stored.get_nowait()
+                    waiting[number] = (batch, result)
+                ready = []
                 while expected in waiting:
-                    self._finish(client, *waiting.pop(expected))
+                    ready.append(waiting.pop(expected))
                     expected += 1
+                if ready:
+                    self._finish(client, ready)
 
-    def _finish(self, client, batch, result):
-        """Everything after a batch is stored; acks go out only after the device update."""
-        live.publish_messages(result.stored)  # pages see stored messages before the bookkeeping
-        watched = live.anyone_watching({doc["device_id"] for doc in result.stored})
-        result.devices = self._retry(update_devices, result.stored, watched)
-        self._retry(dispatch, self.app, result.stored)
-        for msg, _ in batch:
-            if msg.qos:
-                client.ack(msg.mid, msg.qos)
-        live.publish_devices(result.devices)
+    def _finish(self, client, ready):
+        """Everything after batches are stored; acks go out only after the device update."""
+        docs = [doc for _, result in ready for doc in result.stored]
+        live.publish_messages(docs)  # pages see stored messages before the bookkeeping
+        devices = self._retry(update_devices, docs, live.anyone_watching({doc["device_id"] for doc in docs}))
+        self._retry(dispatch, self.app, docs)
+        for batch, _ in ready:
+            for msg, _ in batch:
+                if msg.qos:
+                    client.ack(msg.mid, msg.qos)
+        live.publish_devices(devices)
 
     def _next_batch(self):
         """Wait for one message, then take every queued one up to the batch limit."""
