@@ -31,8 +31,14 @@ class PageEvents:
         page.on("dialog", self._dialog)
 
     def _console(self, message):
-        """Keep console messages of type error, except the browser's own favicon request."""
-        if message.type == "error" and not message.location.get("url", "").endswith("/favicon.ico"):
+        """Keep console messages of type error, except the expected end of a refused Socket.IO session.
+
+        When the server refuses (or closes) a Socket.IO session, the long-poll request still
+        in flight for it answers 400 and the browser logs that as a failed resource load.
+        """
+        url = message.location.get("url", "")
+        expected = "/socket.io/" in url and "status of 400" in message.text
+        if message.type == "error" and not expected:
             self.errors.append(f"console: {message.text} at {message.location}")
 
     def _dialog(self, dialog):
