@@ -119,12 +119,8 @@ def skip_recent_redeliveries(docs):
     return [d for d in docs if id(d) not in suspect or (d["device_id"], d["topic"], d["payload"]) not in seen]
 
 
-def device_updates(docs):
-    """Bulk upserts for the devices of a batch: counters, first and last seen, online state.
-
-    Each update is marked with a digest of the batch's message ids for that device and
-    applies only to a device not yet marked with it, so a retried batch never counts twice.
-    """
+def activity_by_device(docs):
+    """What a batch's inbound messages say of each device: count, first and last seen, online."""
     per_device = OrderedDict()
     for doc in docs:
         if doc["direction"] != "in":
@@ -138,22 +134,25 @@ def device_updates(docs):
         entry["last"] = doc["received_at"]
         if is_status_topic(doc["topic"]) and doc.get("text") in ("online", "offline"):
             entry["online"] = doc["text"] == "online"
-    return [
-        UpdateOne(
-            {"device_id": device_id, "last_ingest_id": {"$ne": _batch_marker(entry["ids"])}},
-            {
-                "$setOnInsert": {"created_at": entry["first"], "fw_version": None, "name": None},
-                "$set": {
-                    "last_seen_at": entry["last"],
-                    "online": entry["online"],
-                    "last_ingest_id": _batch_marker(entry["ids"]),
-                },
-                "$inc": {"message_count": entry["count"]},
-            },
-            upsert=True,
-        )
-        for device_id, entry in per_device.items()
-    ]
+    return per_device
+
+
+def device_update(device_id, entry):
+    """The upsert of one device for a batch.
+
+    It is marked with a digest of the batch's message ids for that device and applies
+    only to a device not yet marked with it, so a retried batch never counts twice.
+    """
+    marker = _batch_marker(entry["ids"])
+    return UpdateOne(
+        {"device_id": device_id, "last_ingest_id": {"$ne": marker}},
+        {
+            "$setOnInsert": {"created_at": entry["first"], "fw_version": None, "name": None},
+            "$set": {"last_seen_at": entry["last"], "online": entry["online"], "last_ingest_id": marker},
+            "$inc": {"message_count": entry["count"]},
+        },
+        upsert=True,
+    )
 
 
 def _batch_marker(binary_ids):
@@ -163,9 +162,10 @@ def _batch_marker(binary_ids):
 
 def update_devices(stored, fetch=True):
     """Apply the batch's device upserts; return the devices' documents as they now are (if `fetch`)."""
-    updates = device_updates(stored)
-    if not updates:
+    activity = activity_by_device(stored)
+    if not activity:
         return []
+    updates = [device_update(device_id, entry) for device_id, entry in activity.items()]
     collection = Device._get_collection()
     try:
         collection.with_options(write_concern=JOURNALED).bulk_write(updates, ordered=False)
@@ -175,5 +175,4 @@ def update_devices(stored, fetch=True):
             raise
     if not fetch:
         return []
-    touched = list(OrderedDict.fromkeys(d["device_id"] for d in stored if d["direction"] == "in"))
-    return list(collection.find({"device_id": {"$in": touched}}))
+    return list(collection.find({"device_id": {"$in": list(activity)}}))
