@@ -7,12 +7,11 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pymongo
 import requests
-from paho.mqtt.enums import CallbackAPIVersion
 
 from carweb.devstack import (
+    device_client,
     free_port,
     mongodb_uri,
     run_flask,
@@ -90,12 +89,7 @@ class Stack:
 
     def publisher(self):
         """A connected paho client with a large in-flight window, its loop running."""
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}")
-        client.max_inflight_messages_set(1000)
-        client.max_queued_messages_set(0)
-        client.connect("127.0.0.1", self.mqtt_port)
-        client.loop_start()
-        return client
+        return device_client(self.mqtt_port, "bench-pub")
 
 
 @contextmanager

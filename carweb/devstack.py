@@ -15,6 +15,9 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
 from carweb.config import ROOT
 
 EMBEDDED_DB_OPTIONS = "retryWrites=false&journal=true"
@@ -175,6 +178,19 @@ def run_flask(env, *args, capture=False, stdin=None):
         text=True,
         cwd=ROOT,
     )
+
+
+def device_client(port, name="device"):
+    """A paho client connected to a local broker as a test or benchmark device, its loop running.
+
+    Up to 1,000 QoS 1 messages may be in flight and none are held back in paho's queue.
+    """
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{name}-{secrets.token_hex(4)}")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return client
 
 
 def stop_processes(processes, timeout=10):

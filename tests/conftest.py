@@ -7,15 +7,14 @@ import time
 import uuid
 
 import mongoengine
-import paho.mqtt.client as mqtt
 import pymongo
 import pytest
 import requests
-from paho.mqtt.enums import CallbackAPIVersion
 
 from carweb import create_app
 from carweb.config import TestConfig
 from carweb.devstack import (
+    device_client,
     free_port,
     mongodb_uri,
     run_flask,
@@ -212,11 +211,7 @@ def device_id():
 @pytest.fixture
 def publisher(services):
     """A connected MQTT client for publishing as a device; `publish` waits for the broker's ack."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:8]}")
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    client.connect("127.0.0.1", services.mqtt_port)
-    client.loop_start()
+    client = device_client(services.mqtt_port, "test-pub")
     yield client
     client.disconnect()
     client.loop_stop()

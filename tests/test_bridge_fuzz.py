@@ -5,14 +5,13 @@ import json
 import uuid
 
 import bson
-import paho.mqtt.client as mqtt
 import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from paho.mqtt.enums import CallbackAPIVersion
 
 from carweb.bridge.documents import document_or_none
+from carweb.devstack import device_client
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.faults
@@ -74,10 +73,7 @@ def test_every_generated_message_becomes_a_storable_document_or_is_dropped(topic
 
 def connected_client(services):
     """A fresh publishing client (the broker may drop one that sent something it refuses)."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fuzz-{uuid.uuid4().hex[:8]}")
-    client.connect("127.0.0.1", services.mqtt_port)
-    client.loop_start()
-    return client
+    return device_client(services.mqtt_port, "fuzz")
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
