@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from contextlib import closing
 from pathlib import Path
 
@@ -139,9 +141,6 @@ def start_amqtt(port, data_dir, log_file=None):
 
 def start_web(env, log_file=None, timeout=30):
     """Start carweb under gunicorn (gevent worker) and wait until /healthz answers 200."""
-    import urllib.error
-    import urllib.request
-
     args = [venv_tool("gunicorn"), "-c", os.path.join(ROOT, "deploy", "gunicorn.conf.py"), "wsgi:app"]
     process = subprocess.Popen(
         args,
