@@ -63,7 +63,7 @@ def decode_cursor(text):
 
 def cursor_at(moment):
     """A cursor just above every message stored up to `moment` (used when a page is empty)."""
-    return f"{int(moment.timestamp() * 1000)}_{'f' * 24}"
+    return encode_cursor({"received_at": moment, "_id": "f" * 24})  # the largest _id there is
 
 
 def messages_after(device_id, cursor, limit):
