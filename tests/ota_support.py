@@ -64,7 +64,26 @@ def wait_for_rollout(server, rollout_id, state, timeout=60, **fields):
         doc = rollouts.find_one({"_id": ObjectId(rollout_id)})
         return doc if doc and doc["state"] == state and all(doc[k] == v for k, v in fields.items()) else None
 
-    return wait_until(reached, timeout, interval=0.2)
+    try:
+        return wait_until(reached, timeout, interval=0.2)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; {describe_rollout(server, rollout_id)}") from None
+
+
+def describe_rollout(server, rollout_id):
+    """The rollout's state and each job's states and messages, for a failure's explanation."""
+    doc = server.db().rollouts.find_one({"_id": ObjectId(rollout_id)}, {"targets": 0}) or {}
+    lines = [f"rollout {doc.get('state')} wave {doc.get('current_wave')}"]
+    for job in jobs_of(server, rollout_id):
+        if job["state"] == "QUEUED":
+            continue
+        messages = server.db().messages.find({"device_id": job["device_id"]}).sort("_id", 1)
+        lines.append(
+            f"job {job['_id']} {job['device_id']} wave {job['wave']} {job['state']} x{job['attempts']}: "
+            f"{[h['state'] for h in job['history']]}; messages: "
+            f"{[(m['direction'], m['topic'].split('/', 1)[1], m.get('text', '')[:60]) for m in messages]}"
+        )
+    return "\n".join(lines)
 
 
 def jobs_of(server, rollout_id):

@@ -15,6 +15,8 @@ from carweb.models import Device, Firmware, Message, Rollout, UpdateJob
 from carweb.models.firmware import JOB_STATES, TERMINAL_STATES
 from carweb.ota.jobs import IGNORE, PROGRESS, TRANSITION, cancel_job, decide, mark_sent, time_out
 from carweb.ota.protocol import REPORTED_STATES
+from carweb.ota.rollouts import create_rollout
+from carweb.ota.sweep import sweep
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
 
@@ -269,6 +271,16 @@ def test_mark_sent_counts_an_attempt_and_sets_a_deadline(app):
     assert [h["state"] for h in retried.history] == ["SENT", "TIMED_OUT", "SENT"]
 
 
+def test_mark_sent_from_a_stale_copy_of_a_job_that_failed_again_does_nothing(app):
+    """Sent again and failed again meanwhile: a stale FAILED copy (attempt 1) sends nothing."""
+    job = make_job("FAILED", attempts=1)
+    stale = reload(job)
+    retried = mark_sent(reload(job), 30)
+    UpdateJob.objects(pk=retried.pk).update(set__state="FAILED")
+    assert mark_sent(stale, 30) is None
+    assert (reload(job).state, reload(job).attempts) == ("FAILED", 2)
+
+
 @pytest.mark.parametrize("state", JOB_STATES)
 def test_cancel_stops_only_jobs_before_updating(app, state):
     """QUEUED to VERIFIED become CANCELED; UPDATING and terminal jobs are left alone."""
@@ -278,3 +290,26 @@ def test_cancel_stops_only_jobs_before_updating(app, state):
         assert canceled.state == "CANCELED" and canceled.timeout_at is None
     else:
         assert canceled is None and reload(job).state == state
+
+
+def test_a_sweep_as_the_rollout_appears_does_not_skip_its_first_wave(app, monkeypatch):
+    """The sweep runs the moment the rollout is stored: its jobs are there, so wave 1 is sent, not skipped."""
+    devices = [f"car-{n}" for n in range(10)]
+    for device_id in devices:
+        Device(device_id=device_id).save()
+    firmware = Firmware(title="ecu", version="2.0.0", size=10, sha256="a" * 64, file_id=ObjectId()).save()
+    save = Rollout.save
+
+    def save_then_sweep(rollout, *args, **kwargs):
+        saved = save(rollout, *args, **kwargs)
+        sweep(app)
+        return saved
+
+    monkeypatch.setattr(Rollout, "save", save_then_sweep)
+    rollout = create_rollout(app, firmware, devices, waves=(10, 50, 100))
+    assert (rollout.state, rollout.current_wave) == ("RUNNING", 0)
+    jobs = UpdateJob.objects(rollout_id=rollout.pk)
+    assert (
+        sorted((job.wave, job.state, job.attempts) for job in jobs)
+        == [(0, "SENT", 1)] + [(1, "QUEUED", 0)] * 4 + [(2, "QUEUED", 0)] * 5
+    )

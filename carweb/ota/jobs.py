@@ -128,8 +128,11 @@ def _report_changes(job, report, msg_id, at, step_timeout, action):
 def mark_sent(job, step_timeout, at=None):
     """A queued job, or a failed one being retried, is sent again: SENT, one more attempt."""
     at = at or utcnow()
+    # The attempts too: a sweep holding a stale FAILED copy must not resend a job that has
+    # been sent and has failed again meanwhile.
     return _modify(
         job,
+        expect={"attempts": job.attempts},
         set__state="SENT",
         inc__attempts=1,
         set__updated_at=at,

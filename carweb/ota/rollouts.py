@@ -7,6 +7,8 @@ rollout halts until an operator resumes (go on with the next wave) or cancels it
 
 import random
 
+from bson import ObjectId
+
 from carweb import live
 from carweb.models import Device, Firmware, Rollout, UpdateJob
 from carweb.models.firmware import FAILURE_STATES, JOB_STATES, TERMINAL_STATES
@@ -102,13 +104,18 @@ def create_rollout(
     step_timeout=600,
     created_by=None,
 ):
-    """Store a rollout and one QUEUED job per target, then send the first wave."""
+    """Store a rollout and one QUEUED job per target, then send the first wave.
+
+    The jobs are stored before the rollout: the sweep advances every RUNNING rollout it
+    finds, and a rollout without its jobs yet would look like a finished wave to it.
+    """
     if not targets:
         raise RolloutError("a rollout needs at least one device")
     check_waves(list(waves))
     check_settings(failure_threshold, retry_limit, step_timeout)
     _check_free(targets)
     rollout = Rollout(
+        id=ObjectId(),
         firmware_id=firmware.pk,
         targets=list(targets),
         device_count=len(targets),
@@ -117,7 +124,7 @@ def create_rollout(
         retry_limit=retry_limit,
         step_timeout=step_timeout,
         created_by=created_by,
-    ).save()
+    )
     ends = wave_ends(rollout.device_count, rollout.waves)
     jobs = [
         UpdateJob(
@@ -131,6 +138,11 @@ def create_rollout(
         for position, device_id in enumerate(targets)
     ]
     UpdateJob.objects.insert(jobs, load_bulk=False)
+    try:
+        rollout.save(force_insert=True)
+    except Exception:
+        UpdateJob.objects(rollout_id=rollout.pk).delete()  # no QUEUED jobs left to block these devices
+        raise
     return advance_rollout(app, rollout.pk)
 
 
