@@ -21,9 +21,11 @@ from carweb.bridge.topics import SUBSCRIPTION
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 30
-# Concurrent batch writes: with one, the database idles while the bridge turns a reply
-# into the next request (bench/ingest.py: about 1,650 -> 2,400 msgs/s drained on SecantusDB).
-WRITERS = 2
+# Concurrent batch writes. The finisher already overlaps device updates with the next
+# insert; a second writer made SecantusDB's threads contend (bench/ingest.py, 20,000
+# messages, batches up to 1,000: ratio to raw insert_many 0.79-0.93 with two writers,
+# 0.80-1.02 with one). The ordered finisher keeps a larger value correct.
+WRITERS = 1
 
 
 def _disable_nagle(client):
@@ -148,8 +150,8 @@ class Bridge:
     def _write_loop(self, sequence, stored):
         """Group commit: write whatever is queued as soon as this writer's previous write is done.
 
-        WRITERS of these run at once, so the database always has the next batch while one
-        is in flight; `_finish_loop` puts the stored batches back in arrival order.
+        The finisher updates devices and acks while this writes the next batch; with more
+        than one writer (WRITERS), `_finish_loop` puts stored batches back in arrival order.
         """
         with self.app.app_context():
             while True:
