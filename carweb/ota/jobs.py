@@ -87,17 +87,23 @@ def apply_report(job, report, msg_id, at, step_timeout):
     A report already in the job's history (a retried batch) returns the job as it is, so
     what follows from it runs again; backwards, duplicate and late reports change nothing.
     """
-    if not any(entry.get("msg") == msg_id for entry in job.history):
-        decision = decide(job.state, report.state, report.progress, job.progress)
-        if decision.action == IGNORE:
-            log.info("report %s on job %s ignored: %s", report.state, job.pk, decision.reason)
-            return None
-        job = _report_changes(job, report, msg_id, at, step_timeout, decision.action)
-        if job is None:
-            return None
-    if report.state == "UPDATED" and job.state == "UPDATED":
-        Device.objects(device_id=job.device_id).update(set__fw_version=report.version or job.version)
-    return job
+    if any(entry.get("msg") == msg_id for entry in job.history):
+        if job.state == "UPDATED" == report.state:
+            _record_version(job, report)
+        return job
+    decision = decide(job.state, report.state, report.progress, job.progress)
+    if decision.action == IGNORE:
+        log.info("report %s on job %s ignored: %s", report.state, job.pk, decision.reason)
+        return None
+    if report.state == "UPDATED":
+        # The device first: once the job says UPDATED, the device shows the new version.
+        _record_version(job, report)
+    return _report_changes(job, report, msg_id, at, step_timeout, decision.action)
+
+
+def _record_version(job, report):
+    """The device now runs the version it reported, else the job's."""
+    Device.objects(device_id=job.device_id).update(set__fw_version=report.version or job.version)
 
 
 def _report_changes(job, report, msg_id, at, step_timeout, action):
