@@ -3,7 +3,9 @@
 Usage: python -m bench.ingest [--messages 5000] [--devices 10]
 Prints documents (or messages) per second for each and the ratios carweb/raw and
 insert_one/raw. All writes use the journaled write concern the bridge uses (j=True),
-into collections with the same indexes as `messages`. The devices are `mosquitto_pub`
+into collections with the same indexes as `messages`. carweb's run ends when its own
+`stored` counter (read over HTTP, not from the database under test) reaches the count;
+the stored documents and the device counters are then counted and printed. The devices are `mosquitto_pub`
 processes (QoS 1, one per device), so the load generator takes little of the machine's
 CPU from the database and carweb; without mosquitto_pub, paho publishes from here.
 """
