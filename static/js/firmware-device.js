@@ -13,7 +13,7 @@
     if (job.state === "UPDATED") firmware.textContent = job.reported_version || job.version;
   }
 
-  // The device page's own script holds the message subscription; this is a second, small one.
+  // The device page's own script subscribes to its messages on the same connection.
   var socket = carwebLive(function (s, ready) {
     s.emit("watch_device_firmware", { device_id: deviceId }, function (reply) {
       if (!reply || !reply.ok) return;

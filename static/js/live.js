@@ -1,4 +1,4 @@
-/* Socket.IO connection shared by live pages: the live/reconnecting indicator and row filling. */
+/* The Socket.IO connection live pages share: the live/reconnecting indicator and row filling. */
 (function () {
   "use strict";
   var indicator = document.getElementById("live-status");
@@ -9,13 +9,34 @@
     indicator.textContent = text;
   }
 
-  /* Connect and call subscribe(socket, ready) on every (re)connection; the page calls
-     ready() once the server confirmed its subscription, and only then is it "live". */
-  window.carwebLive = function (subscribe) {
-    var socket = io();
+  /* One Socket.IO connection per page, whatever number of scripts use it. Each calls
+     carwebLive(subscribe); subscribe(socket, ready) runs on every (re)connection (and at
+     once when the socket is already connected), and the page is "live" once every
+     subscriber has called ready() for the current connection. */
+  var socket = null;
+  var subscribers = [];
+  var connection = 0;
+  var waiting = 0;
+
+  function run(subscribe) {
+    var current = connection;
+    var called = false;
+    waiting += 1;
+    setState("connecting", "subscribing…");
+    subscribe(socket, function () {
+      if (called || current !== connection) return;
+      called = true;
+      waiting -= 1;
+      if (waiting === 0) setState("live", "live");
+    });
+  }
+
+  function connect() {
+    socket = io();
     socket.on("connect", function () {
-      setState("connecting", "subscribing…");
-      subscribe(socket, function () { setState("live", "live"); });
+      connection += 1;
+      waiting = 0;
+      subscribers.forEach(run);
     });
     socket.on("disconnect", function () { setState("reconnecting", "reconnecting…"); });
     socket.on("connect_error", function (err) {
@@ -26,6 +47,12 @@
         setState("reconnecting", "reconnecting…");
       }
     });
+  }
+
+  window.carwebLive = function (subscribe) {
+    subscribers.push(subscribe);
+    if (socket === null) connect();
+    else if (socket.connected) run(subscribe);
     return socket;
   };
 

@@ -37,8 +37,11 @@ def test_upload_then_update_a_simulated_car_from_its_page(page, login, live_serv
     expect(page.locator("#firmware-sha256")).to_have_text(hashlib.sha256(image.read_bytes()).hexdigest())
     expect(page.locator(".flash-success")).to_contain_text(f"{title} {version} uploaded")
 
+    handshakes = []  # a new Engine.IO session starts with a request that has no sid yet
+    page.on("request", lambda r: "/socket.io/" in r.url and "sid=" not in r.url and handshakes.append(r.url))
     page.goto(f"{live_server.url}/devices/{device_id}")
     wait_until_live(page)
+    assert len(handshakes) == 1, "the messages and the firmware section share one Socket.IO connection"
     page.select_option("#update-form select", label=f"{title} {version}")
     with page.expect_navigation():
         page.click("#update-form [type=submit]")
