@@ -73,10 +73,14 @@ def messages_after(device_id, cursor, limit):
     were rendered or while they were disconnected.
     """
     at, oid = decode_cursor(cursor)
-    # "> at - 1 ms" is ">= at" for BSON dates; the tie at `at` itself is resolved by _id below.
-    condition = {"device_id": device_id, "received_at": {"$gt": at - ONE_MS}}
-    docs = Message._get_collection().find(condition, sort=[("received_at", 1), ("_id", 1)], limit=limit + 64)
-    newer = [d for d in docs if d["received_at"] > at or d["_id"] > oid]
+    collection = Message._get_collection()
+    # Messages stored in the cursor's own millisecond come after it by _id.
+    ties = {"device_id": device_id, "received_at": at, "_id": {"$gt": oid}}
+    newer = list(collection.find(ties, sort=[("_id", 1)], limit=limit + 1))
+    if len(newer) <= limit:
+        later = {"device_id": device_id, "received_at": {"$gt": at}}
+        sort = [("received_at", 1), ("_id", 1)]
+        newer += collection.find(later, sort=sort, limit=limit + 1 - len(newer))
     return newer[:limit], len(newer) > limit
 
 

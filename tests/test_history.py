@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from bson import ObjectId
 
-from carweb.history import HistoryQuery, decode_cursor, encode_cursor, message_page
+from carweb.history import HistoryQuery, decode_cursor, encode_cursor, message_page, messages_after
 from carweb.models import Device, Message
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -113,3 +113,21 @@ def test_cursor_round_trips_and_refuses_garbage():
     for bad in ("", "123", "abc_def", "1_" + "z" * 24, "1" * 20 + "_" + "a" * 24):
         with pytest.raises(ValueError):
             decode_cursor(bad)
+
+
+def test_catch_up_after_a_cursor_inside_a_burst_of_one_millisecond(app):
+    """200 messages in one millisecond, then 5 later: all after the 100th, oldest first, page by page."""
+    times = [T0] * 200 + [T0 + timedelta(milliseconds=n) for n in range(1, 6)]
+    _, docs = seed("burst", times)
+    order = sorted(docs, key=lambda d: (d["received_at"], d["_id"]))
+    wanted = [d["_id"] for d in order[100:]]
+
+    got, cursor, more = [], encode_cursor(order[99]), True
+    while more:
+        page, more = messages_after("burst", cursor, 50)
+        got += [d["_id"] for d in page]
+        cursor = encode_cursor(page[-1])
+    assert got == wanted
+    everything, more = messages_after("burst", encode_cursor(order[99]), 105)
+    assert [d["_id"] for d in everything] == wanted and not more
+    assert messages_after("burst", encode_cursor(order[-1]), 50) == ([], False)
