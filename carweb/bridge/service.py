@@ -21,11 +21,11 @@ from carweb.bridge.topics import SUBSCRIPTION
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 30
-# Concurrent batch writes. The finisher already overlaps device updates with the next
-# insert; a second writer made SecantusDB's threads contend (bench/ingest.py, 20,000
-# messages, batches up to 1,000: ratio to raw insert_many 0.79-0.93 with two writers,
-# 0.80-1.02 with one). The ordered finisher keeps a larger value correct.
-WRITERS = 1
+# Concurrent batch writes: two keep the database busy while the bridge turns one reply
+# into the next request. One writer gave a slightly higher ingest ratio in benchmarks
+# (mean 0.89 against 0.84) but at 100 msg/s a median latency above 10 ms in 6 of 11
+# runs (up to 37 ms), against 5.8-12.6 ms with two (docs/decisions.md).
+WRITERS = 2
 
 
 def _disable_nagle(client):
@@ -150,8 +150,8 @@ class Bridge:
     def _write_loop(self, sequence, stored):
         """Group commit: write whatever is queued as soon as this writer's previous write is done.
 
-        The finisher updates devices and acks while this writes the next batch; with more
-        than one writer (WRITERS), `_finish_loop` puts stored batches back in arrival order.
+        WRITERS of these run at once, so the database always has the next batch while one
+        is in flight; `_finish_loop` puts the stored batches back in arrival order.
         """
         with self.app.app_context():
             while True:
