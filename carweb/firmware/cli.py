@@ -8,6 +8,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from carweb.models import Firmware, Rollout, ensure_indexes
+from carweb.models.firmware import DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_LIMIT, DEFAULT_STEP_TIMEOUT
 from carweb.ota.rollouts import (
     RolloutError,
     cancel_rollout,
@@ -64,13 +65,25 @@ def upload(file, title, version, notes):
 @click.option("--from-version", default=None, help="Every device on this firmware version.")
 @click.option("--waves", default="100", show_default=True, help="Cumulative percentages, e.g. 10,50,100.")
 @click.option(
-    "--threshold", type=float, default=0.2, show_default=True, help="Failure rate that halts a wave."
+    "--threshold",
+    type=float,
+    default=DEFAULT_FAILURE_THRESHOLD,
+    show_default=True,
+    help="Failure rate that halts a wave.",
 )
 @click.option(
-    "--retries", type=int, default=2, show_default=True, help="Retries of a failed or timed-out job."
+    "--retries",
+    type=int,
+    default=DEFAULT_RETRY_LIMIT,
+    show_default=True,
+    help="Retries of a failed or timed-out job.",
 )
 @click.option(
-    "--timeout", type=int, default=600, show_default=True, help="Seconds a job may go without a report."
+    "--timeout",
+    type=int,
+    default=DEFAULT_STEP_TIMEOUT,
+    show_default=True,
+    help="Seconds a job may go without a report.",
 )
 def rollout(title, version, devices, all_devices, from_version, waves, threshold, retries, timeout):
     """Start a rollout of TITLE VERSION; print the rollout's id."""

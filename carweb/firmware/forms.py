@@ -15,6 +15,7 @@ from wtforms import (
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
 from carweb.models import Firmware
+from carweb.models.firmware import DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_LIMIT, DEFAULT_STEP_TIMEOUT
 from carweb.ota.rollouts import MAX_RETRIES, MAX_STEP_TIMEOUT, RolloutError, parse_waves, select_targets
 
 TARGET_CHOICES = [
@@ -53,11 +54,17 @@ class RolloutForm(FlaskForm):
     from_version = StringField("Current version", validators=[Optional(), Length(max=100)])
     waves = StringField("Waves (cumulative %)", default="100", validators=[DataRequired()])
     threshold = FloatField(
-        "Failure threshold (0–1)", default=0.2, validators=[InputRequired(), NumberRange(0.01, 1)]
+        "Failure threshold (0–1)",
+        default=DEFAULT_FAILURE_THRESHOLD,
+        validators=[InputRequired(), NumberRange(0.01, 1)],
     )
-    retries = IntegerField("Retries", default=2, validators=[InputRequired(), NumberRange(0, MAX_RETRIES)])
+    retries = IntegerField(
+        "Retries", default=DEFAULT_RETRY_LIMIT, validators=[InputRequired(), NumberRange(0, MAX_RETRIES)]
+    )
     timeout = IntegerField(
-        "Step timeout (s)", default=600, validators=[InputRequired(), NumberRange(1, MAX_STEP_TIMEOUT)]
+        "Step timeout (s)",
+        default=DEFAULT_STEP_TIMEOUT,
+        validators=[InputRequired(), NumberRange(1, MAX_STEP_TIMEOUT)],
     )
     submit = SubmitField("Start rollout")
 

@@ -20,6 +20,10 @@ JOB_STATES = FORWARD_STATES + FAILURE_STATES + ("CANCELED",)
 TERMINAL_STATES = ("UPDATED",) + FAILURE_STATES + ("CANCELED",)
 UNFINISHED_STATES = tuple(s for s in JOB_STATES if s not in TERMINAL_STATES)
 ROLLOUT_STATES = ("RUNNING", "HALTED", "COMPLETED", "CANCELED")
+# A rollout's settings when nobody chooses them (the model, the CLI and the form).
+DEFAULT_FAILURE_THRESHOLD = 0.2
+DEFAULT_RETRY_LIMIT = 2
+DEFAULT_STEP_TIMEOUT = 600
 
 
 class Firmware(Document):
@@ -56,9 +60,9 @@ class Rollout(Document):
     targets = ListField(StringField(), required=True)
     device_count = IntField(required=True, min_value=1)
     waves = ListField(IntField(min_value=1, max_value=100), required=True)
-    failure_threshold = FloatField(default=0.2, min_value=0, max_value=1)
-    retry_limit = IntField(default=2, min_value=0)
-    step_timeout = IntField(default=600, min_value=1)
+    failure_threshold = FloatField(default=DEFAULT_FAILURE_THRESHOLD, min_value=0, max_value=1)
+    retry_limit = IntField(default=DEFAULT_RETRY_LIMIT, min_value=0)
+    step_timeout = IntField(default=DEFAULT_STEP_TIMEOUT, min_value=1)
     state = StringField(choices=ROLLOUT_STATES, default="RUNNING")
     current_wave = IntField(default=0)
     created_at = DateTimeField(default=utcnow)

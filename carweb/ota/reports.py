@@ -2,10 +2,9 @@
 
 import logging
 
-from carweb.models import Rollout
 from carweb.ota.jobs import apply_report, find_job
 from carweb.ota.protocol import ProtocolError, parse_status_report
-from carweb.ota.rollouts import advance_rollout
+from carweb.ota.rollouts import advance_rollout, step_timeouts
 
 log = logging.getLogger(__name__)
 
@@ -15,7 +14,7 @@ def handle_status_reports(app, docs):
 
     Runs inside the bridge writer's retry loop, so every step is safe to run twice.
     """
-    timeouts, touched = {}, []
+    step_timeout_of, touched = step_timeouts(), []
     for doc in docs:
         try:
             report = parse_status_report(doc.get("data"))
@@ -26,10 +25,8 @@ def handle_status_reports(app, docs):
         if job is None:
             log.info("status report of %s for unknown job %s ignored", doc["device_id"], report.job)
             continue
-        if job.rollout_id not in timeouts:
-            rollout = Rollout.objects(pk=job.rollout_id).only("step_timeout").first()
-            timeouts[job.rollout_id] = rollout.step_timeout if rollout else 600
-        if apply_report(job, report, doc["_id"], doc["received_at"], timeouts[job.rollout_id]) is not None:
+        step_timeout = step_timeout_of(job.rollout_id)
+        if apply_report(job, report, doc["_id"], doc["received_at"], step_timeout) is not None:
             touched.append(job.rollout_id)
     for rollout_id in dict.fromkeys(touched):
         advance_rollout(app, rollout_id)

@@ -11,7 +11,14 @@ from bson import ObjectId
 
 from carweb import live
 from carweb.models import Device, Firmware, Rollout, UpdateJob
-from carweb.models.firmware import FAILURE_STATES, JOB_STATES, TERMINAL_STATES
+from carweb.models.firmware import (
+    DEFAULT_FAILURE_THRESHOLD,
+    DEFAULT_RETRY_LIMIT,
+    DEFAULT_STEP_TIMEOUT,
+    FAILURE_STATES,
+    JOB_STATES,
+    TERMINAL_STATES,
+)
 from carweb.models.user import utcnow
 from carweb.ota.delivery import send_cancels, send_jobs
 from carweb.ota.jobs import TOLD_STATES, cancel_job
@@ -52,6 +59,20 @@ def check_settings(failure_threshold, retry_limit, step_timeout):
         raise RolloutError(f"retries must be from 0 to {MAX_RETRIES}")
     if not 1 <= step_timeout <= MAX_STEP_TIMEOUT:
         raise RolloutError(f"the step timeout must be from 1 to {MAX_STEP_TIMEOUT} seconds")
+
+
+def step_timeouts():
+    """A lookup of rollouts' step timeouts that reads each rollout once; the default for one that is gone."""
+    known = {}
+
+    def step_timeout_of(rollout_id):
+        """The step timeout of this rollout."""
+        if rollout_id not in known:
+            rollout = Rollout.objects(pk=rollout_id).only("step_timeout").first()
+            known[rollout_id] = rollout.step_timeout if rollout else DEFAULT_STEP_TIMEOUT
+        return known[rollout_id]
+
+    return step_timeout_of
 
 
 def select_targets(device_ids=None, all_devices=False, from_version=None):
@@ -99,9 +120,9 @@ def create_rollout(
     firmware,
     targets,
     waves=(100,),
-    failure_threshold=0.2,
-    retry_limit=2,
-    step_timeout=600,
+    failure_threshold=DEFAULT_FAILURE_THRESHOLD,
+    retry_limit=DEFAULT_RETRY_LIMIT,
+    step_timeout=DEFAULT_STEP_TIMEOUT,
     created_by=None,
 ):
     """Store a rollout and one QUEUED job per target, then send the first wave.

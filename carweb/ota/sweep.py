@@ -8,7 +8,7 @@ import gevent
 from carweb.models import Rollout, UpdateJob
 from carweb.models.user import utcnow
 from carweb.ota.jobs import time_out
-from carweb.ota.rollouts import advance_rollout
+from carweb.ota.rollouts import advance_rollout, step_timeouts
 
 log = logging.getLogger(__name__)
 # A lower bound keeps the deadline query a bounded index range: SecantusDB scans an
@@ -20,12 +20,9 @@ MAX_BACKOFF = 60
 def time_out_silent_jobs(now=None):
     """Every job whose deadline has passed becomes TIMED_OUT; return them."""
     now = now or utcnow()
-    timeouts, timed_out = {}, []
+    step_timeout_of, timed_out = step_timeouts(), []
     for job in UpdateJob.objects(timeout_at__gt=EPOCH, timeout_at__lt=now):
-        if job.rollout_id not in timeouts:
-            rollout = Rollout.objects(pk=job.rollout_id).only("step_timeout").first()
-            timeouts[job.rollout_id] = rollout.step_timeout if rollout else 0
-        changed = time_out(job, timeouts[job.rollout_id], now)
+        changed = time_out(job, step_timeout_of(job.rollout_id), now)
         if changed is not None:
             timed_out.append(changed)
     return timed_out
