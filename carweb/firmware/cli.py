@@ -7,6 +7,7 @@ from bson import ObjectId
 from flask import current_app
 from flask.cli import AppGroup
 
+from carweb.firmware import app_object
 from carweb.models import Firmware, Rollout, ensure_indexes
 from carweb.models.firmware import DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_LIMIT, DEFAULT_STEP_TIMEOUT
 from carweb.ota.rollouts import (
@@ -18,14 +19,9 @@ from carweb.ota.rollouts import (
     rollout_status,
     select_targets,
 )
-from carweb.ota.store import FirmwareError, store_firmware
+from carweb.ota.store import FirmwareError, max_image_bytes, store_firmware
 
 firmware_cli = AppGroup("firmware", help="Firmware images and rollouts.")
-
-
-def _app():
-    """The app object itself, for domain code that publishes."""
-    return current_app._get_current_object()
 
 
 def _rollout(rollout_id):
@@ -50,7 +46,7 @@ def upload(file, title, version, notes):
             title,
             version,
             notes=notes,
-            max_bytes=current_app.config["CARWEB_MAX_FIRMWARE_MB"] * 1024 * 1024,
+            max_bytes=max_image_bytes(current_app.config),
         )
     except FirmwareError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -100,7 +96,7 @@ def rollout(title, version, devices, all_devices, from_version, waves, threshold
             from_version=from_version,
         )
         created = create_rollout(
-            _app(),
+            app_object(),
             firmware,
             targets,
             waves=parse_waves(waves),
@@ -131,7 +127,7 @@ def status(rollout_id, as_json):
 def _control(step, rollout_id):
     """Run resume or cancel on a rollout and print its new state."""
     try:
-        click.echo(step(_app(), _rollout(rollout_id).pk).state)
+        click.echo(step(app_object(), _rollout(rollout_id).pk).state)
     except RolloutError as exc:
         raise click.ClickException(str(exc)) from exc
 

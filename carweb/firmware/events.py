@@ -9,8 +9,6 @@ from carweb.live import device_firmware_room, image_room, job_summary, rollout_r
 from carweb.models import Device, Rollout, UpdateJob
 from carweb.ota.jobs import latest_jobs
 
-DEVICE_HISTORY_LIMIT = 20
-
 
 @socketio.on("watch_rollout")
 def watch_rollout(request):
@@ -61,5 +59,5 @@ def watch_device_firmware(request):
     return {
         "ok": True,
         "fw_version": device.fw_version if device else None,
-        "jobs": [job_summary(j) for j in latest_jobs(device_id, DEVICE_HISTORY_LIMIT)],
+        "jobs": [job_summary(j) for j in latest_jobs(device_id)],
     }

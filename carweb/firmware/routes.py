@@ -17,7 +17,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wsgi import FileWrapper
 
 from carweb.auth import role_required
-from carweb.firmware import bp
+from carweb.firmware import app_object, bp
 from carweb.firmware.forms import ConfirmForm, DeviceUpdateForm, RolloutForm, UploadForm
 from carweb.live import job_summary
 from carweb.models import Device, Firmware, Rollout, UpdateJob
@@ -30,7 +30,14 @@ from carweb.ota.rollouts import (
     resume_rollout,
     rollout_progress,
 )
-from carweb.ota.store import FirmwareError, FirmwareTooLarge, delete_firmware, open_firmware, store_firmware
+from carweb.ota.store import (
+    FirmwareError,
+    FirmwareTooLarge,
+    delete_firmware,
+    max_image_bytes,
+    open_firmware,
+    store_firmware,
+)
 
 WRITERS = ("admin", "operator")
 DOWNLOAD_BUFFER = 64 * 1024
@@ -51,11 +58,6 @@ def _document_or_404(document, object_id):
     if not ObjectId.is_valid(object_id):
         abort(404)
     return document.objects(pk=object_id).first() or abort(404)
-
-
-def _app():
-    """The app object itself, for domain code that publishes beside requests."""
-    return current_app._get_current_object()
 
 
 def _wants_json():
@@ -97,7 +99,7 @@ def upload():
                 form.version.data,
                 notes=form.notes.data,
                 created_by=current_user.email,
-                max_bytes=current_app.config["CARWEB_MAX_FIRMWARE_MB"] * 1024 * 1024,
+                max_bytes=max_image_bytes(current_app.config),
             )
         except FirmwareTooLarge:
             abort(413)
@@ -150,7 +152,7 @@ def new_rollout(firmware_id):
     if form.validate_on_submit():
         try:
             rollout = create_rollout(
-                _app(),
+                app_object(),
                 firmware,
                 form.targets,
                 waves=parse_waves(form.waves.data),
@@ -191,7 +193,7 @@ def control(rollout_id, action):
     if action not in steps or not ConfirmForm().validate_on_submit():
         abort(400)
     try:
-        steps[action](_app(), item.pk)
+        steps[action](app_object(), item.pk)
         flash(f"Rollout {'resumed' if action == 'resume' else 'canceled'}.", "success")
     except RolloutError as exc:
         flash(str(exc), "error")
@@ -207,7 +209,10 @@ def update_device(device_id):
     if form.validate_on_submit():
         try:
             create_rollout(
-                _app(), firmware_or_404(form.firmware.data), [device.device_id], created_by=current_user.email
+                app_object(),
+                firmware_or_404(form.firmware.data),
+                [device.device_id],
+                created_by=current_user.email,
             )
             flash("Update started.", "success")
         except RolloutError as exc:

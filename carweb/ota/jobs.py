@@ -21,6 +21,7 @@ RANK = {state: rank for rank, state in enumerate(FORWARD_STATES)}
 # Jobs an operator's cancel stops; of those, the ones whose device has the command.
 CANCELABLE_STATES = FORWARD_STATES[: RANK["UPDATING"]]
 TOLD_STATES = CANCELABLE_STATES[1:]
+DEVICE_JOBS_SHOWN = 20
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,8 @@ def find_job(job_id, device_id):
     return job if job is not None and job.device_id == device_id else None
 
 
-def latest_jobs(device_id, limit=20):
-    """A device's latest update jobs, newest first."""
+def latest_jobs(device_id, limit=DEVICE_JOBS_SHOWN):
+    """A device's latest update jobs, newest first (its page and its live updates show these)."""
     return UpdateJob.objects(device_id=device_id).order_by("-updated_at").limit(limit)
 
 

@@ -26,6 +26,11 @@ def _bucket():
     return GridFSBucket(get_db())
 
 
+def max_image_bytes(config):
+    """The largest image carweb stores, from CARWEB_MAX_FIRMWARE_MB."""
+    return config["CARWEB_MAX_FIRMWARE_MB"] * 1024 * 1024
+
+
 def store_firmware(stream, title, version, notes=None, created_by=None, max_bytes=None):
     """Stream an image into GridFS, hashing it on the way; return the stored Firmware.
 
