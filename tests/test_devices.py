@@ -1,20 +1,16 @@
 """Device list, device page, rename, delete and raw payload download."""
 
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
-from carweb.bridge.documents import build_documents
-from carweb.bridge.ingest import ingest_batch
 from carweb.models import Device, Message
-from tests.conftest import csrf_token
+from tests.conftest import csrf_token, store_as_bridge
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
 def publish(topic, payload, seconds=0):
     """Store one message as the bridge would."""
-    msg = SimpleNamespace(topic=topic, payload=payload, qos=1, retain=False)
-    return ingest_batch(build_documents([(msg, T0 + timedelta(seconds=seconds))], 256 * 1024)).stored[0]
+    return store_as_bridge(topic, payload, T0 + timedelta(seconds=seconds))[0]
 
 
 def test_device_list_is_sorted_by_last_seen_and_shows_counts(client, auth):

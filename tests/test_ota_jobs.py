@@ -9,14 +9,13 @@ import pytest
 from bson import ObjectId
 
 from carweb.bridge.dispatch import dispatch
-from carweb.bridge.documents import build_documents
-from carweb.bridge.ingest import ingest_batch
 from carweb.models import Device, Firmware, Message, Rollout, UpdateJob
 from carweb.models.firmware import JOB_STATES, TERMINAL_STATES
 from carweb.ota.jobs import IGNORE, PROGRESS, TRANSITION, cancel_job, decide, mark_sent, time_out
 from carweb.ota.protocol import REPORTED_STATES
 from carweb.ota.rollouts import create_rollout
 from carweb.ota.sweep import sweep
+from tests.conftest import store_as_bridge
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
 
@@ -100,10 +99,13 @@ def make_job(state="SENT", device_id="car-1", attempts=1, step_timeout=600):
 
 def report(app, job, state, seconds=1, device_id=None, **fields):
     """Store a status report as the bridge does and hand it to the handlers; return the stored message."""
-    device_id = device_id or job.device_id
-    payload = json.dumps({"job": str(job.pk), "state": state, **fields}).encode()
-    msg = SimpleNamespace(topic=f"{device_id}/firmware/status", payload=payload, qos=1, retain=False)
-    stored = ingest_batch(build_documents([(msg, T0 + timedelta(seconds=seconds))], 256 * 1024)).stored
+    return deliver(app, device_id or job.device_id, {"job": str(job.pk), "state": state, **fields}, seconds)
+
+
+def deliver(app, device_id, payload, seconds=0):
+    """Store a JSON payload on the device's status topic and hand it to the handlers; the stored message."""
+    topic = f"{device_id}/firmware/status"
+    stored = store_as_bridge(topic, json.dumps(payload).encode(), T0 + timedelta(seconds=seconds))
     dispatch(app, stored)
     return stored[0] if stored else None
 
@@ -221,12 +223,8 @@ def test_malformed_reports_are_stored_and_change_nothing(app, payload):
     job = make_job("SENT")
     report(app, job, "UPDATED")  # a valid one first, to show the handler still works afterwards
     other = make_job("SENT", device_id="car-2")
-    msg = SimpleNamespace(
-        topic="car-2/firmware/status", payload=json.dumps(payload).encode(), qos=1, retain=False
-    )
-    stored = ingest_batch(build_documents([(msg, T0)], 256 * 1024)).stored
-    dispatch(app, stored)
-    assert len(stored) == 1 and reload(other).state == "SENT" and reload(job).state == "UPDATED"
+    assert deliver(app, "car-2", payload) is not None
+    assert reload(other).state == "SENT" and reload(job).state == "UPDATED"
 
 
 def test_failed_report_keeps_the_devices_reason(app):
