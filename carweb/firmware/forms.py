@@ -18,6 +18,10 @@ from carweb.models import Firmware
 from carweb.models.firmware import DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_LIMIT, DEFAULT_STEP_TIMEOUT
 from carweb.ota.rollouts import MAX_RETRIES, MAX_STEP_TIMEOUT, RolloutError, parse_waves, select_targets
 
+# The model's own limits, so the form and the store refuse the same values.
+TITLE_MAX, VERSION_MAX, NOTES_MAX = (
+    Firmware._fields[name].max_length for name in ("title", "version", "notes")
+)
 TARGET_CHOICES = [
     SelectChoice("devices", "These devices"),
     SelectChoice("all", "All devices"),
@@ -28,10 +32,10 @@ TARGET_CHOICES = [
 class UploadForm(FlaskForm):
     """A new firmware image: title + version must be new."""
 
-    title = StringField("Title", validators=[DataRequired(), Length(max=200)])
-    version = StringField("Version", validators=[DataRequired(), Length(max=100)])
+    title = StringField("Title", validators=[DataRequired(), Length(max=TITLE_MAX)])
+    version = StringField("Version", validators=[DataRequired(), Length(max=VERSION_MAX)])
     file = FileField("Image", validators=[FileRequired("Choose the image file.")])
-    notes = TextAreaField("Release notes", validators=[Optional(), Length(max=10000)])
+    notes = TextAreaField("Release notes", validators=[Optional(), Length(max=NOTES_MAX)])
     submit = SubmitField("Upload")
 
     def validate_version(self, field):
@@ -51,7 +55,7 @@ class RolloutForm(FlaskForm):
 
     target = RadioField("Devices", choices=TARGET_CHOICES, default="devices")
     devices = TextAreaField("Device ids (comma, space or one per line)", validators=[Optional()])
-    from_version = StringField("Current version", validators=[Optional(), Length(max=100)])
+    from_version = StringField("Current version", validators=[Optional(), Length(max=VERSION_MAX)])
     waves = StringField("Waves (cumulative %)", default="100", validators=[DataRequired()])
     threshold = FloatField(
         "Failure threshold (0–1)",
