@@ -5,7 +5,7 @@ import logging
 import gevent
 
 from carweb.bridge.service import Bridge
-from carweb.models import ensure_indexes
+from carweb.upgrade import prepare_database
 
 log = logging.getLogger(__name__)
 BRIDGE_KEY = "carweb.bridge"
@@ -31,12 +31,12 @@ def running_bridge(app):
 
 
 def _prepare_and_start(app, service):
-    """Index creation happens here, outside the bridge, once per process."""
+    """Indexes and upgrades of stored data happen here, outside the bridge, once per process."""
     delay = 1
     with app.app_context():
         while True:
             try:
-                ensure_indexes()
+                prepare_database()
                 break
             except Exception as exc:  # noqa: BLE001 - keep trying until MongoDB answers
                 log.warning("creating indexes failed (%s); retrying in %s s", exc, delay)

@@ -11,6 +11,7 @@ from flask.cli import AppGroup
 from carweb.firmware.cli import firmware_cli
 from carweb.models import User, ensure_indexes
 from carweb.models.user import ROLES
+from carweb.upgrade import prepare_database
 
 bridge_cli = AppGroup("bridge", help="The MQTT bridge.")
 
@@ -44,8 +45,8 @@ def create_user(email, role, password_stdin):
 
 @click.command("init-db")
 def init_db():
-    """Create the collections' indexes (idempotent)."""
-    ensure_indexes()
+    """Create the collections' indexes and upgrade data of earlier versions (idempotent)."""
+    prepare_database()
     click.echo("indexes ready")
 
 

@@ -46,6 +46,9 @@ class Config:
         self.MQTT_CERT_FILE = env_str("MQTT_CERT_FILE")
         self.MQTT_KEY_FILE = env_str("MQTT_KEY_FILE")
         self.MQTT_MAX_PAYLOAD = env_int("MQTT_MAX_PAYLOAD", 256 * 1024)
+        # The largest MQTT packet the broker accepts from devices (the shipped Mosquitto's
+        # max_packet_size); MQTT 5 bridges ask the broker for nothing much larger.
+        self.MQTT_MAX_PACKET = env_int("MQTT_MAX_PACKET", 1024 * 1024)
         self.MQTT_KEEPALIVE = env_int("MQTT_KEEPALIVE", 30)
         self.MQTT_SESSION_EXPIRY = env_int("MQTT_SESSION_EXPIRY", 7 * 24 * 3600)
         self.MQTT_RECEIVE_MAXIMUM = env_int("MQTT_RECEIVE_MAXIMUM", 2000)
@@ -53,6 +56,7 @@ class Config:
         self.CARWEB_BRIDGE = env_str("CARWEB_BRIDGE", "embedded")
         self.CARWEB_BATCH_MAX = env_int("CARWEB_BATCH_MAX", 1000)
         self.CARWEB_QUEUE_MAX = env_int("CARWEB_QUEUE_MAX", 5000)
+        self.CARWEB_QUEUE_BYTES = env_int("CARWEB_QUEUE_BYTES", 64 * 1024 * 1024)
         self.CARWEB_PAGE_SIZE = env_int("CARWEB_PAGE_SIZE", 50)
         self.CARWEB_METRICS_TOKEN = env_str("CARWEB_METRICS_TOKEN")
         self.CARWEB_PUBLIC_URL = env_str("CARWEB_PUBLIC_URL", default_public_url()).rstrip("/")

@@ -1,170 +1,198 @@
-"""A device's message history, newest first, by keyset pages that do bounded work.
+"""A device's message history, newest first, by pages that each read a bounded number of documents.
 
-Sorting every message of a device to find its newest 50 costs time in proportion to the
-device's history on some servers, so each page query also bounds `received_at` to a
-window estimated from the device's own message rate, widened only while the page is
-not full.
+Every message has a number in its device's history (`seq`: 1, 2, 3... in arrival order,
+given by the bridge), so the newest fifty are the numbers just below the newest, and any
+page is a range of numbers: the same exact, bounded index range on every MongoDB-like
+server, whatever the device's history looks like in time. Gaps (a redelivery that took
+a number, a message nothing could store) only make a range hold fewer documents.
+
+A filter (topic, time) reads at most FILTER_READS documents per page; when fewer than a
+page match within them, the page says how far back it looked and continues from there.
 """
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
-from bson import ObjectId
-from bson.errors import InvalidId
-
+from carweb.bridge.ingest import highest_seq
 from carweb.bridge.topics import topic_filter_regex
 from carweb.models import Message
+from carweb.ranges import walk_down
 
-MIN_WINDOW = timedelta(minutes=1)
-ONE_MS = timedelta(milliseconds=1)
-WIDEN_FACTOR = 4
-SORT = [("received_at", -1), ("_id", -1)]
-_CURSOR = re.compile(r"^(\d{1,15})_([0-9a-f]{24})$")
+PAGE_READS = 4  # pages' worth of documents one request may read
+NEAR_WIDTH = 8
+SCAN_FIELDS = {"seq": 1, "topic": 1, "received_at": 1}
+ASCENDING, DESCENDING = [("seq", 1)], [("seq", -1)]
 
 
 @dataclass
 class HistoryQuery:
-    """What the operator asked for: a page before a cursor, a topic filter, a time range."""
+    """What the operator asked for: a page below a message number, a topic filter, a time range."""
 
-    before: tuple | None = None
+    before: int | None = None
     topic: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: object = None
+    until: object = None
     limit: int = 50
 
 
 @dataclass
 class HistoryPage:
-    """One page of messages and the cursor of the next older page (None at the end)."""
+    """One page of messages, the cursor of the next older page, and how far a filter looked."""
 
     messages: list = field(default_factory=list)
     older: str | None = None
+    # Set when the read limit ended the search before a page was full: continue below it.
+    searched_to: str | None = None
+    searched_to_time: object = None
+    newest: int = 0  # the device's newest message number when the page was read
+    reads: int = 0
     queries: int = 0
+
+    @property
+    def live_after(self):
+        """The cursor live updates of this page continue from: its newest message, else the device's."""
+        return encode_cursor(self.messages[0]) if self.messages else str(self.newest)
 
 
 def encode_cursor(doc):
-    """The cursor pointing just below this message."""
-    millis = int(doc["received_at"].timestamp() * 1000)
-    return f"{millis}_{doc['_id']}"
+    """The cursor of the page below this message: its number."""
+    return str(doc["seq"])
 
 
 def decode_cursor(text):
-    """Parse a cursor into (received_at, ObjectId); raise ValueError when malformed."""
-    match = _CURSOR.match(text or "")
-    if not match:
+    """The message number a cursor names; ValueError when it is not one."""
+    if not isinstance(text, str) or not (text.isascii() and text.isdigit()) or not 0 < len(text) <= 18:
         raise ValueError("bad cursor")
-    try:
-        oid = ObjectId(match.group(2))
-    except InvalidId as exc:
-        raise ValueError("bad cursor") from exc
-    return datetime.fromtimestamp(int(match.group(1)) / 1000, UTC), oid
+    return int(text)
 
 
-def cursor_at(moment):
-    """A cursor just above every message stored up to `moment` (used when a page is empty)."""
-    return encode_cursor({"received_at": moment, "_id": "f" * 24})  # the largest _id there is
+def newest_seq(device):
+    """The number of the device's newest stored message (its document may lag the stream a little)."""
+    return highest_seq(Message._get_collection(), device.device_id, device.last_seq or 0)
+
+
+def message_page(device, query):
+    """Return one page of a device's messages, newest first, with the cursor of the older page."""
+    page = HistoryPage()
+    reader = _Reader(device.device_id, page)
+    top = page.newest = newest_seq(device)
+    page.queries += 1
+    if query.before is not None:
+        top = min(top, query.before - 1)
+    if query.until is not None:
+        top = seq_at_or_before(reader, query.until, top)
+    # `until` only lowers the top; a topic or `since` needs every number looked at.
+    filtered = query.topic is not None or query.since is not None
+    fields = SCAN_FIELDS if filtered else None
+    keep, stop = _filters(query) if filtered else (None, None)
+    found, lowest, _ = walk_down(
+        lambda low, high: reader.range(low, high, fields),
+        top,
+        query.limit + 1,
+        query.limit * PAGE_READS,
+        keep,
+        stop,
+    )
+    if filtered:
+        found = reader.whole(found[: query.limit + 1])
+    page.messages = found[: query.limit]
+    if len(found) > query.limit:
+        page.older = encode_cursor(page.messages[-1])
+    elif lowest > 0:
+        page.searched_to = str(lowest + 1)
+        page.searched_to_time = reader.lowest_time
+    return page
+
+
+def _filters(query):
+    """`keep(doc)` for the documents a filter wants, `stop(doc)` once nothing older can match."""
+    matches = re.compile(topic_filter_regex(query.topic)).match if query.topic else None
+    since, until = query.since, query.until
+
+    def keep(doc):
+        if matches is not None and not matches(doc["topic"]):
+            return False
+        if since is not None and doc["received_at"] < since:
+            return False
+        return until is None or doc["received_at"] <= until
+
+    def stop(doc):
+        return since is not None and doc["received_at"] < since
+
+    return keep, stop
+
+
+class _Reader:
+    """Range reads of one device's messages, counted into the page."""
+
+    def __init__(self, device_id, page):
+        self.device_id = device_id
+        self.page = page
+        self.lowest_time = None
+        self.collection = Message._get_collection()
+
+    def range(self, low, high, fields=None, sort=DESCENDING):
+        """Messages numbered in (low, high], newest first."""
+        query = {"device_id": self.device_id, "seq": {"$gt": low, "$lte": high}}
+        docs = list(self.collection.find(query, fields, sort=sort))
+        self.page.reads += len(docs)
+        self.page.queries += 1
+        if docs:
+            self.lowest_time = docs[-1 if sort is DESCENDING else 0]["received_at"]
+        return docs
+
+    def whole(self, heads):
+        """The full documents of messages read with fewer fields, in the same order."""
+        if not heads:
+            return []
+        query = {"device_id": self.device_id, "seq": {"$in": [head["seq"] for head in heads]}}
+        found = {doc["seq"]: doc for doc in self.collection.find(query)}
+        self.page.reads += len(found)
+        self.page.queries += 1
+        return [found[head["seq"]] for head in heads if head["seq"] in found]
+
+
+def seq_at_or_before(reader, moment, top):
+    """The highest number up to `top` of a message received at or before `moment` (0 if none).
+
+    Bisection over small probes: received_at grows with the number within a device (the
+    bridge never lets it go back), so about log2(history) probes of a few documents each.
+    """
+    best, low, high = 0, 0, top
+    while high > low:
+        middle = (low + high + 1) // 2
+        near = _nearest_below(reader, middle, low)
+        if near is None:
+            low = middle  # nothing in (low, middle]: the answer is above it, or `best`
+        elif near["received_at"] <= moment:
+            best, low = near["seq"], middle
+        else:
+            high = near["seq"] - 1
+    return best
+
+
+def _nearest_below(reader, number, floor):
+    """The highest message numbered in (floor, number], reading a few documents at a time."""
+    width = NEAR_WIDTH
+    high = number
+    while high > floor:
+        low = max(high - width, floor)
+        docs = reader.range(low, high, {"seq": 1, "received_at": 1})
+        if docs:
+            return docs[0]
+        high, width = low, width * 8
+    return None
 
 
 def messages_after(device_id, cursor, limit):
-    """Messages stored after `cursor`, oldest first, at most `limit`; and whether more exist.
+    """Messages numbered after `cursor`, oldest first, at most `limit`; and whether more exist.
 
     Pages call this when they (re)subscribe, to catch up on what was stored since they
     were rendered or while they were disconnected.
     """
-    at, oid = decode_cursor(cursor)
+    after = decode_cursor(cursor)
     collection = Message._get_collection()
-    # Messages stored in the cursor's own millisecond come after it by _id.
-    ties = {"device_id": device_id, "received_at": at, "_id": {"$gt": oid}}
-    newer = list(collection.find(ties, sort=[("_id", 1)], limit=limit + 1))
-    if len(newer) <= limit:
-        later = {"device_id": device_id, "received_at": {"$gt": at}}
-        sort = [("received_at", 1), ("_id", 1)]
-        newer += collection.find(later, sort=sort, limit=limit + 1 - len(newer))
-    return newer[:limit], len(newer) > limit
-
-
-def estimated_window(device, limit):
-    """How far back one page probably reaches, from the device's average rate."""
-    rate = device.messages_per_second()
-    if not rate:
-        return None
-    return max(timedelta(seconds=2 * limit / rate), MIN_WINDOW)
-
-
-def message_page(device, query):
-    """Return one page of a device's messages, newest first, with the older-page cursor."""
-    matches = re.compile(topic_filter_regex(query.topic)).match if query.topic else None
-    wanted = query.limit + 1
-    page = HistoryPage()
-    top, inclusive = _page_top(query)
-    if query.before and not inclusive:
-        at, oid = query.before
-        ties = {"device_id": device.device_id, "received_at": at, "_id": {"$lt": oid}}
-        page.messages.extend(_fetch(ties, wanted, matches))
-        page.queries += 1
-    floor = query.since or _start_of(device)
-    anchor = top or device.last_seen_at
-    window = estimated_window(device, query.limit)
-    while len(page.messages) < wanted:
-        lower = _whole_ms(anchor - window) if (window and anchor) else None
-        exhausted = lower is None or (floor is not None and lower <= floor)
-        band = _band(device.device_id, floor if exhausted else lower, top, inclusive)
-        page.messages.extend(_fetch(band, wanted - len(page.messages), matches))
-        page.queries += 1
-        if exhausted:
-            break
-        top, inclusive, window = lower, False, window * WIDEN_FACTOR
-    if len(page.messages) > query.limit:
-        page.messages = page.messages[: query.limit]
-        page.older = encode_cursor(page.messages[-1])
-    return page
-
-
-def _page_top(query):
-    """The newest time a page may show, and whether that time itself is included."""
-    if query.before:
-        at = query.before[0]
-        if query.until and query.until < at:
-            return query.until, True
-        return at, False
-    return query.until, True
-
-
-def _whole_ms(moment):
-    """Round down to the millisecond, the precision of BSON dates, so bands tile exactly."""
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-
-
-def _start_of(device):
-    """The earliest time the device can have messages (slightly before its record)."""
-    return device.created_at - MIN_WINDOW if device.created_at else None
-
-
-def _band(device_id, lower, top, inclusive):
-    """Messages of a device in [lower, top): only equality plus one range, which any server indexes."""
-    bounds = {}
-    if lower is not None:
-        # "> lower - 1 ms" is ">= lower" for BSON dates (millisecond precision); written this
-        # way because SecantusDB treats $gte on a descending index key as $gt.
-        bounds["$gt"] = lower - ONE_MS
-    if top is not None:
-        bounds["$lte" if inclusive else "$lt"] = top
-    return {"device_id": device_id, "received_at": bounds} if bounds else {"device_id": device_id}
-
-
-def _fetch(condition, limit, matches):
-    """Up to `limit` messages matching `condition`, newest first, filtered by topic in Python.
-
-    The topic filter is applied here rather than in the query so the query keeps the shape
-    every server answers from the history index; only _id and topic travel for the scan.
-    """
-    collection = Message._get_collection()
-    if matches is None:
-        return list(collection.find(condition, sort=SORT, limit=limit))
-    heads = collection.find(condition, {"topic": 1}, sort=SORT)
-    ids = [head["_id"] for head in heads if matches(head["topic"])][:limit]
-    if not ids:
-        return []
-    found = {doc["_id"]: doc for doc in collection.find({"_id": {"$in": ids}})}
-    return [found[oid] for oid in ids if oid in found]
+    top = highest_seq(collection, device_id, after)
+    query = {"device_id": device_id, "seq": {"$gt": after, "$lte": min(top, after + limit + 1)}}
+    newer = list(collection.find(query, sort=ASCENDING))
+    return newer[:limit], len(newer) > limit or (top > after + limit + 1)

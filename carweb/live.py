@@ -9,6 +9,9 @@ from carweb.history import encode_cursor
 from carweb.payloads import payload_view
 
 DEVICES_ROOM = "devices"
+# One device-list event carries at most this many devices (the most recently seen): a page
+# shows fifty, and thousands of devices speaking at once must not make every event huge.
+DEVICES_EVENT_MAX = 500
 
 
 def device_room(device_id):
@@ -32,6 +35,7 @@ def message_summary(doc):
         "hidden": hidden,
         "size": doc.get("size"),
         "truncated": doc.get("truncated", False),
+        "raw_reason": doc.get("raw_reason"),
     }
 
 
@@ -57,13 +61,26 @@ def publish_messages(stored):
             socketio.emit("messages", [message_summary(doc) for doc in docs], to=room)
 
 
-def publish_devices(devices):
-    """Emit devices' current state to their pages and to the device list."""
-    summaries = [device_summary(d) for d in devices]
+def state_summary(state):
+    """What the pages need of a device the bridge holds (its name is not there: pages keep theirs)."""
+    return {
+        "device_id": state.device_id,
+        "online": bool(state.online),
+        "message_count": state.message_count,
+        "last_seen_at": _iso(state.last_seen_at),
+    }
+
+
+def publish_device_states(states):
+    """Emit the bridge's current counters of devices to their pages and, newest first, to the list."""
+    summaries = [state_summary(state) for state in states]
     for summary in summaries:
-        socketio.emit("device", summary, to=device_room(summary["device_id"]))
-    if summaries:
-        socketio.emit("devices", summaries, to=DEVICES_ROOM)
+        room = device_room(summary["device_id"])
+        if may_have_listeners(room):
+            socketio.emit("device", summary, to=room)
+    if summaries and may_have_listeners(DEVICES_ROOM):
+        summaries.sort(key=lambda s: s["last_seen_at"] or "", reverse=True)
+        socketio.emit("devices", summaries[:DEVICES_EVENT_MAX], to=DEVICES_ROOM)
 
 
 def may_have_listeners(room):
@@ -77,11 +94,6 @@ def may_have_listeners(room):
     if manager is None or isinstance(manager, PubSubManager):
         return True
     return bool(manager.rooms.get("/", {}).get(room))
-
-
-def anyone_watching(device_ids):
-    """Whether the device list or any of these devices' pages may be open."""
-    return may_have_listeners(DEVICES_ROOM) or any(may_have_listeners(device_room(d)) for d in device_ids)
 
 
 def rollout_room(rollout_id):

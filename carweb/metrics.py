@@ -12,3 +12,13 @@ write_retries = Counter("carweb_ingest_write_retries", "Batch writes retried aft
 reconnects = Counter("carweb_mqtt_reconnects", "Connections to the broker after the first")
 bridge_restarts = Counter("carweb_bridge_restarts", "Times the supervisor restarted the bridge")
 queue_depth = Gauge("carweb_ingest_queue_depth", "Messages received but not yet stored")
+stored_raw = Counter(
+    "carweb_messages_stored_raw", "Messages stored as raw bytes because their decoded form was refused"
+)
+held_bytes = Gauge(
+    "carweb_ingest_held_bytes", "Estimated bytes of messages received but not yet acknowledged"
+)
+chunk_requests_refused = Counter(
+    "carweb_chunk_requests_refused",
+    "Firmware chunk requests refused (malformed, no open job, repeated, past the end)",
+)

@@ -5,7 +5,6 @@ import re
 import threading
 import time
 import uuid
-from types import SimpleNamespace
 
 import mongoengine
 import pymongo
@@ -13,8 +12,6 @@ import pytest
 import requests
 
 from carweb import create_app
-from carweb.bridge.documents import build_documents
-from carweb.bridge.ingest import ingest_batch
 from carweb.config import TestConfig
 from carweb.devstack import (
     device_client,
@@ -86,12 +83,6 @@ def client(app):
 def runner(app):
     """Flask CLI runner."""
     return app.test_cli_runner()
-
-
-def store_as_bridge(topic, payload, at):
-    """Store one QoS 1 message received `at` as the bridge would; the stored documents."""
-    msg = SimpleNamespace(topic=topic, payload=payload, qos=1, retain=False)
-    return ingest_batch(build_documents([(msg, at)], 256 * 1024)).stored
 
 
 def csrf_token(html):

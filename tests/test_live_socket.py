@@ -55,7 +55,7 @@ def test_watching_with_a_cursor_catches_up_on_messages_stored_since(live_server,
         publish(publisher, device_id, json.dumps({"n": n}))
     wait_until(lambda: live_server.db().messages.count_documents({"device_id": device_id}) == 3)
     first = live_server.db().messages.find_one({"device_id": device_id, "data.n": 0})
-    cursor = f"{int(first['received_at'].timestamp() * 1000)}_{first['_id']}"
+    cursor = str(first["seq"])
     client = socketio.Client(reconnection=False)
     client.connect(
         live_server.url, headers={"Cookie": cookie_header(live_server.login_session())}, wait_timeout=5

@@ -15,7 +15,7 @@ from carweb.ota.jobs import IGNORE, PROGRESS, TRANSITION, cancel_job, decide, ma
 from carweb.ota.protocol import REPORTED_STATES
 from carweb.ota.rollouts import create_rollout
 from carweb.ota.sweep import sweep
-from tests.conftest import store_as_bridge
+from tests.ingest_support import store_as_bridge
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
 

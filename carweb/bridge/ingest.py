@@ -1,178 +1,238 @@
-"""Batch writer: store a batch of message documents exactly once, then update their devices."""
+"""The bridge's database steps: number a batch, store it exactly once, whatever it holds.
 
-import hashlib
+`prepare_batch` loads the batch's devices into the book, leaves out redeliveries of
+stored messages and numbers the rest; `store_messages` inserts them so that a retried
+batch stores nothing twice and no content can stop the batch: a document the driver or
+the server refuses is stored raw (its exact bytes, with the reason), and one that cannot
+be stored at all is counted and logged. Device documents are written behind the stream by `flush.py`.
+"""
+
 import logging
-from collections import OrderedDict
-from dataclasses import dataclass, field
-from datetime import timedelta
 
-from bson import ObjectId
-from bson.errors import InvalidDocument
-from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError, DocumentTooLarge, DuplicateKeyError, WriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError, WriteError
 from pymongo.write_concern import WriteConcern
 
 from carweb import metrics
-from carweb.bridge.topics import is_status_topic
+from carweb.bridge.book import DeviceState, state_from_document
+from carweb.bridge.limits import RateLimitedLog
 from carweb.models import Device, Message
 
 log = logging.getLogger(__name__)
 DUPLICATE_KEY = 11000
-REDELIVERY_WINDOW = timedelta(minutes=1)
 # The broker ack depends on this write, so it must be on disk whatever the URI says.
 JOURNALED = WriteConcern(j=True)
+# SecantusDB answers `$in` on more than about a hundred values disproportionately slowly.
+IN_CHUNK = 100
+# How many of a device's newest messages a redelivery without a message id is compared with.
+REDELIVERY_SPAN = 4000
+MAX_RENUMBERING = 5
+DEVICE_STATE_FIELDS = {"device_id": 1, "last_seq": 1, "message_count": 1, "last_seen_at": 1}
+DEVICE_STATE_FIELDS.update(created_at=1, online=1)
+# Fields a stored-raw document keeps: what the page and the ack need, and the exact bytes.
+RAW_FIELDS = ("_id", "device_id", "topic", "seq", "qos", "retain", "direction", "received_at", "size")
+RAW_FIELDS += ("truncated", "msg_id", "redelivered", "payload")
+refused_log = RateLimitedLog(log)
 
 
-@dataclass
-class IngestResult:
-    """What one batch stored (for live updates) and how many redeliveries it skipped."""
-
-    stored: list = field(default_factory=list)
-    devices: list = field(default_factory=list)
-    duplicates: int = 0
+def messages_collection():
+    """The `messages` collection with the journaled write concern of the bridge."""
+    return Message._get_collection().with_options(write_concern=JOURNALED)
 
 
-def ingest_batch(docs):
-    """Store new messages, skip redeliveries, update devices; return what was stored."""
-    result = store_messages(docs)
-    result.devices = update_devices(result.stored)
-    return result
+def prepare_batch(book, docs):
+    """Hold the batch's devices in the book, leave out redeliveries, number the rest in arrival order."""
+    load_devices(book, [doc["device_id"] for doc in docs])
+    fresh = skip_redeliveries(book, docs)
+    book.number(fresh)
+    return fresh
 
 
-def store_messages(docs):
-    """Store a batch's new messages exactly once (the devices are updated separately)."""
-    fresh = skip_recent_redeliveries(docs)
-    stored = insert_messages(fresh)
-    duplicates = len(docs) - len(stored)
-    metrics.duplicates.inc(duplicates)
+def load_devices(book, device_ids):
+    """Read the devices the book does not hold (new devices get an empty state)."""
+    unknown = book.unknown(device_ids)
+    collection = Device._get_collection()
+    for first in range(0, len(unknown), IN_CHUNK):
+        part = unknown[first : first + IN_CHUNK]
+        found = {
+            d["device_id"]: d for d in collection.find({"device_id": {"$in": part}}, DEVICE_STATE_FIELDS)
+        }
+        for device_id in part:
+            doc = found.get(device_id)
+            book.load(state_from_document(doc) if doc else DeviceState(device_id))
+
+
+def skip_redeliveries(book, docs):
+    """Leave out messages the broker sent again (MQTT DUP) that are already stored.
+
+    A redelivery is a stored message of the same device with the same message id, or,
+    without one, the same topic and payload, among the device's REDELIVERY_SPAN newest
+    (the unacknowledged ones of a bridge that stopped are its newest). Read by number,
+    so every server answers it from the history index.
+    """
+    suspects = {doc["device_id"] for doc in docs if doc.get("redelivered")}
+    if not suspects:
+        return docs
+    collection = Message._get_collection()
+    stored = set()
+    for device_id in suspects:
+        lowest = max(book.get(device_id).next_seq - REDELIVERY_SPAN, 0)
+        query = {"device_id": device_id, "seq": {"$gt": lowest}}
+        stored.update(
+            map(_fingerprint, collection.find(query, {"device_id": 1, "topic": 1, "payload": 1, "msg_id": 1}))
+        )
+    left = [d for d in docs if not d.get("redelivered") or _fingerprint(d) not in stored]
+    metrics.duplicates.inc(len(docs) - len(left))
+    return left
+
+
+def _fingerprint(doc):
+    """How a possible redelivery is recognised among stored messages."""
+    if doc.get("msg_id") is not None:
+        return doc["device_id"], doc["msg_id"]
+    return doc["device_id"], doc["topic"], bytes(doc.get("payload") or b"")
+
+
+def store_messages(book, docs):
+    """Store a numbered batch exactly once; return the documents stored because of it, in order."""
+    stored = insert_messages(book, messages_collection(), docs)
     metrics.stored.inc(len(stored))
     metrics.batches.inc()
-    return IngestResult(stored=stored, duplicates=duplicates)
+    return stored
 
 
-def insert_messages(docs):
-    """Insert unordered; return the documents that are now stored because of this batch.
+def insert_messages(book, collection, docs, renumbered=0):
+    """Insert unordered; return the documents that are stored because of this batch.
 
-    A duplicate of our own `_id` means an earlier try of this batch stored it: stored. A
-    duplicate of (device_id, msg_id) from another `_id` is a redelivery: skipped.
+    A duplicate `_id` is an earlier try of this batch (stored); a duplicate message id a
+    redelivery (skipped); a duplicate number a device numbered elsewhere (numbered again).
     """
     if not docs:
         return []
-    collection = Message._get_collection().with_options(write_concern=JOURNALED)
     try:
         collection.insert_many(docs, ordered=False)
     except BulkWriteError as exc:
-        errors = exc.details["writeErrors"]
-        rejected = {e["index"] for e in errors if e["code"] != DUPLICATE_KEY}
-        duplicated = [e["index"] for e in errors if e["code"] == DUPLICATE_KEY]
-        return _drop(docs, rejected | _redeliveries(collection, docs, duplicated), rejected)
-    except (InvalidDocument, DocumentTooLarge):
-        return _insert_each(collection, docs)
+        return _sort_out(book, collection, docs, exc.details["writeErrors"], renumbered)
+    except PyMongoError:
+        raise  # the database is unreachable or failing as a whole: the writer retries the batch
+    except Exception:  # noqa: BLE001 - the driver could not encode a document: find which
+        return _insert_each(book, collection, docs, renumbered)
     return docs
 
 
-def _redeliveries(collection, docs, duplicated):
-    """Indexes of duplicate-key documents that are not our own earlier writes."""
-    if not duplicated:
-        return set()
-    ours = {
-        d["_id"] for d in collection.find({"_id": {"$in": [docs[i]["_id"] for i in duplicated]}}, {"_id": 1})
-    }
-    return {i for i in duplicated if docs[i]["_id"] not in ours}
+def _sort_out(book, collection, docs, errors, renumbered):
+    """After a partly failed insert: keep what is stored, number clashes again, store refusals raw."""
+    outcome = {error["index"]: duplicate_key(error) for error in errors}
+    ours = _already_stored(collection, [docs[i] for i, key in outcome.items() if key is not None])
+    outcome.update({i: "_id" for i, key in outcome.items() if docs[i]["_id"] in ours})
+    clashes = [docs[i] for i, key in outcome.items() if key == "seq"]
+    refused = [docs[i] for i, key in outcome.items() if key is None]
+    metrics.duplicates.inc(sum(key == "msg_id" for key in outcome.values()))
+    stored = [doc for i, doc in enumerate(docs) if outcome.get(i, "_id") == "_id"]
+    stored += _insert_each(book, collection, refused, renumbered)
+    stored += _renumber(book, collection, clashes, renumbered)
+    return _in_batch_order(docs, stored)
 
 
-def _insert_each(collection, docs):
-    """Insert one by one after a batch the driver refused, dropping what cannot be stored."""
-    rejected, skipped = set(), set()
-    for index, doc in enumerate(docs):
-        try:
-            collection.insert_one(doc)
-        except DuplicateKeyError:
-            skipped |= _redeliveries(collection, docs, [index])
-        except (InvalidDocument, DocumentTooLarge, WriteError):
-            rejected.add(index)
-    return _drop(docs, rejected | skipped, rejected)
+def _already_stored(collection, docs):
+    """The `_id`s of these documents that are stored: an earlier try of the batch wrote them.
 
-
-def _drop(docs, left_out, rejected):
-    """Count and log rejected documents; return those not left out."""
-    for index in sorted(rejected):
-        metrics.dropped.labels(reason="rejected by database").inc()
-        log.error("message on %s rejected by the database", docs[index]["topic"])
-    return [doc for index, doc in enumerate(docs) if index not in left_out]
-
-
-def skip_recent_redeliveries(docs):
-    """Drop MQTT redeliveries without a message id that match a message stored in the last minute."""
-    suspects = [d for d in docs if d.get("redelivered") and "msg_id" not in d]
-    if not suspects:
-        return docs
-    seen = set()
-    collection = Message._get_collection()
-    for device_id in {d["device_id"] for d in suspects}:
-        since = min(d["received_at"] for d in suspects if d["device_id"] == device_id) - REDELIVERY_WINDOW
-        recent = collection.find(
-            {"device_id": device_id, "received_at": {"$gt": since}}, {"topic": 1, "payload": 1}
-        )
-        seen.update((device_id, r["topic"], bytes(r.get("payload") or b"")) for r in recent)
-    suspect = {id(d) for d in suspects}
-    return [d for d in docs if id(d) not in suspect or (d["device_id"], d["topic"], d["payload"]) not in seen]
-
-
-def activity_by_device(docs):
-    """What a batch's inbound messages say of each device: count, first and last seen, online."""
-    per_device = OrderedDict()
-    for doc in docs:
-        if doc["direction"] != "in":
-            continue
-        entry = per_device.setdefault(
-            doc["device_id"],
-            {"count": 0, "first": doc["received_at"], "last": None, "online": True, "ids": []},
-        )
-        entry["ids"].append(doc["_id"].binary)
-        entry["count"] += 1
-        entry["last"] = doc["received_at"]
-        if is_status_topic(doc["topic"]) and doc.get("text") in ("online", "offline"):
-            entry["online"] = doc["text"] == "online"
-    return per_device
-
-
-def device_update(device_id, entry):
-    """The upsert of one device for a batch.
-
-    It is marked with a digest of the batch's message ids for that device and applies
-    only to a device not yet marked with it, so a retried batch never counts twice.
+    A retried document clashes on every unique key at once, and servers name any one of
+    them, so a clash is ours whenever our `_id` is there.
     """
-    marker = _batch_marker(entry["ids"])
-    return UpdateOne(
-        {"device_id": device_id, "last_ingest_id": {"$ne": marker}},
-        {
-            "$setOnInsert": {"created_at": entry["first"], "fw_version": None, "name": None},
-            "$set": {"last_seen_at": entry["last"], "online": entry["online"], "last_ingest_id": marker},
-            "$inc": {"message_count": entry["count"]},
-        },
-        upsert=True,
-    )
+    if not docs:
+        return set()
+    return {doc["_id"] for doc in collection.find({"_id": {"$in": [d["_id"] for d in docs]}}, {"_id": 1})}
 
 
-def _batch_marker(binary_ids):
-    """A 12-byte digest of a batch's message ids, stored as an ObjectId."""
-    return ObjectId(hashlib.blake2b(b"".join(binary_ids), digest_size=12).digest())
+def _insert_each(book, collection, docs, renumbered):
+    """Insert one by one: a document refused as it is is stored raw, or dropped if even that fails."""
+    stored, clashes = [], []
+    for doc in docs:
+        result = _insert_one(collection, doc)
+        if result == "seq":
+            clashes.append(doc)
+        elif result == "_id" or result is True:
+            stored.append(doc)
+        elif result == "msg_id":
+            metrics.duplicates.inc()
+        else:
+            raw = raw_document(doc, result)
+            if _insert_one(collection, raw) in (True, "_id"):
+                metrics.stored_raw.inc()
+                stored.append(raw)
+            else:
+                drop(doc, "refused by the database even raw")
+    return _in_batch_order(docs, stored + _renumber(book, collection, clashes, renumbered))
 
 
-def update_devices(stored, fetch=True):
-    """Apply the batch's device upserts; return the devices' documents as they now are (if `fetch`)."""
-    activity = activity_by_device(stored)
-    if not activity:
-        return []
-    updates = [device_update(device_id, entry) for device_id, entry in activity.items()]
-    collection = Device._get_collection()
+def _insert_one(collection, doc):
+    """True when stored; the clashing key for a duplicate; else why the document was refused."""
     try:
-        collection.with_options(write_concern=JOURNALED).bulk_write(updates, ordered=False)
-    except BulkWriteError as exc:
-        # A duplicate key here is the upsert of a device already marked with this batch.
-        if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
-            raise
-    if not fetch:
+        collection.insert_one(doc)
+    except DuplicateKeyError as exc:
+        if _already_stored(collection, [doc]):
+            return "_id"
+        return duplicate_key(exc.details or {}) or f"duplicate key: {exc}"[:200]
+    except WriteError as exc:
+        return f"refused by the database: {exc}"[:200]
+    except PyMongoError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an encoding error of this document only
+        return f"cannot be encoded: {exc.__class__.__name__}: {exc}"[:200]
+    return True
+
+
+def _renumber(book, collection, docs, renumbered):
+    """Number clashing documents above what their devices have in the database, then insert them."""
+    if not docs:
         return []
-    return list(collection.find({"device_id": {"$in": list(activity)}}))
+    if renumbered >= MAX_RENUMBERING:
+        raise RuntimeError("message numbers keep clashing: is a second bridge writing?")
+    for device_id in {doc["device_id"] for doc in docs}:
+        highest = highest_seq(collection, device_id, book.get(device_id).next_seq)
+        log.warning("device %s: numbers up to %d were taken elsewhere; numbering above", device_id, highest)
+        book.skip_to(device_id, highest)
+    book.number(docs)
+    return insert_messages(book, collection, docs, renumbered + 1)
+
+
+def highest_seq(collection, device_id, start):
+    """The highest number a stored message of the device has, searching upward from `start`."""
+    step = 64
+    while True:
+        probe = {"device_id": device_id, "seq": {"$gt": start, "$lte": start + step}}
+        found = [doc["seq"] for doc in collection.find(probe, {"seq": 1})]
+        if not found:
+            return start
+        start, step = max(found), step * 2
+
+
+def duplicate_key(error):
+    """Which unique key a write error clashed on: '_id', 'msg_id', 'seq', or None if not a clash."""
+    if error.get("code") != DUPLICATE_KEY:
+        return None
+    pattern = error.get("keyPattern") or {}
+    message = error.get("errmsg", "")
+    for key, index in (("seq", "device_seq"), ("msg_id", "device_msg_id")):
+        if key in pattern or f"index: {index} " in message:
+            return key
+    return "_id"
+
+
+def raw_document(doc, reason):
+    """The exact bytes of a message and what the page needs, when its decoded form cannot be stored."""
+    raw = {key: doc[key] for key in RAW_FIELDS if key in doc}
+    raw.update(kind="binary", raw_reason=reason)
+    return raw
+
+
+def drop(doc, reason):
+    """Count and log (rate-limited) a message that cannot be stored; the bridge acks it anyway."""
+    metrics.dropped.labels(reason=reason).inc()
+    refused_log.warning(reason, "message on %r not stored: %s", str(doc.get("topic"))[:200], reason)
+
+
+def _in_batch_order(docs, stored):
+    """`stored` in the order of `docs` (stored-raw copies stand in for their originals)."""
+    position = {doc["_id"]: n for n, doc in enumerate(docs)}
+    return sorted(stored, key=lambda doc: position[doc["_id"]])

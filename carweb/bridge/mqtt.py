@@ -11,6 +11,7 @@ from paho.mqtt.properties import Properties
 
 SCHEMES = {"mqtt": (False, 1883), "mqtts": (True, 8883), "ssl": (True, 8883), "tcp": (False, 1883)}
 PROTOCOLS = {"5": MQTTProtocolVersion.MQTTv5, "3.1.1": MQTTProtocolVersion.MQTTv311}
+PACKET_HEADROOM = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,9 @@ def connect_async(client, address, config, persistent=True):
     if persistent:
         properties.SessionExpiryInterval = config["MQTT_SESSION_EXPIRY"]
         properties.ReceiveMaximum = config["MQTT_RECEIVE_MAXIMUM"]
+        # Room for the topic and properties around the largest packet a device may send,
+        # so a broker without a limit cannot push a message of any size into our memory.
+        properties.MaximumPacketSize = config["MQTT_MAX_PACKET"] + PACKET_HEADROOM
     client.connect_async(
         address.host,
         address.port,

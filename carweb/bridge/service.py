@@ -1,4 +1,4 @@
-"""The bridge service: network greenlet -> bounded queue -> writer -> finisher, acking after storing."""
+"""The bridge service: network greenlet -> bounded queue -> writers -> finisher, acking after storing."""
 
 import itertools
 import logging
@@ -7,15 +7,19 @@ import time
 from datetime import UTC, datetime
 
 import gevent
+import gevent.lock
 from gevent.queue import Empty, Queue
 from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pymongo.errors import PyMongoError
 
 from carweb import live, metrics
+from carweb.bridge.book import DeviceBook
 from carweb.bridge.dispatch import dispatch
 from carweb.bridge.documents import document_or_none
-from carweb.bridge.ingest import store_messages, update_devices
+from carweb.bridge.flush import flush_devices, recover_unflushed
+from carweb.bridge.ingest import prepare_batch, store_messages
+from carweb.bridge.limits import ByteBudget, held_bytes
 from carweb.bridge.mqtt import build_client, connect_async
 from carweb.bridge.topics import SUBSCRIPTION
 
@@ -26,6 +30,9 @@ MAX_BACKOFF = 30
 # (mean 0.89 against 0.84) but at 100 msg/s a median latency above 10 ms in 6 of 11
 # runs (up to 37 ms), against 5.8-12.6 ms with two (docs/decisions.md).
 WRITERS = 2
+# Device documents are written this often (at most); live device updates go out this often.
+FLUSH_SECONDS = 1.0
+LIVE_DEVICES_SECONDS = 0.5
 
 
 def _disable_nagle(client):
@@ -43,6 +50,8 @@ class Bridge:
         self.config = app.config
         self.client = None
         self.queue = None
+        self.budget = None
+        self.book = DeviceBook()
         self.mqtt_state = "connecting"
         self.state = "starting"
         self.last_error = None
@@ -92,8 +101,11 @@ class Bridge:
             delay = min(delay * 2, MAX_BACKOFF)
 
     def _run_once(self):
-        """Connect and run the network and writer greenlets until one of them fails."""
+        """Recount what the last run left uncounted, connect, and run the greenlets until one fails."""
+        with self.app.app_context():
+            self._retry(recover_unflushed, self.book)
         self.queue = Queue(maxsize=self.config["CARWEB_QUEUE_MAX"])
+        self.budget = ByteBudget(self.config["CARWEB_QUEUE_BYTES"])
         client, address = build_client(self.config)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -101,11 +113,13 @@ class Bridge:
         self.client = client
         connect_async(client, address, self.config)
         stored = Queue(maxsize=2 * WRITERS)  # stored batches waiting to be acked, in any order
-        sequence = itertools.count()
+        sequence, numbering = itertools.count(), gevent.lock.Semaphore()
         greenlets = [
             gevent.spawn(client.loop_forever, retry_first_connection=True),
             gevent.spawn(self._finish_loop, client, stored),
-        ] + [gevent.spawn(self._write_loop, sequence, stored) for _ in range(WRITERS)]
+            gevent.spawn(self._flush_loop),
+            gevent.spawn(self._live_devices_loop),
+        ] + [gevent.spawn(self._write_loop, sequence, numbering, stored) for _ in range(WRITERS)]
         self.state = "running"
         try:
             done = gevent.wait(greenlets, count=1)
@@ -141,40 +155,50 @@ class Bridge:
         log.warning("disconnected from the broker: %s", reason_code)
 
     def _on_message(self, client, userdata, msg):
-        """Decode and queue a message; a full queue blocks here, so we stop reading from the broker."""
+        """Decode and queue a message; a full queue or byte budget blocks here, so we stop reading.
+
+        Only the document and what the ack needs are kept: not paho's message, which holds
+        the whole payload however large.
+        """
         metrics.received.inc()
         # Decoding here, in the network greenlet, overlaps it with the writer's database wait.
         doc = document_or_none(msg, datetime.now(UTC), self.config["MQTT_MAX_PAYLOAD"])
-        self.queue.put((msg, doc))
+        size = held_bytes(doc)
+        self.budget.take(size)
+        metrics.held_bytes.set(self.budget.used)
+        self.queue.put(((msg.mid, msg.qos, size), doc))
 
-    def _write_loop(self, sequence, stored):
+    def _write_loop(self, sequence, numbering, stored):
         """Group commit: write whatever is queued as soon as this writer's previous write is done.
 
         WRITERS of these run at once, so the database always has the next batch while one
-        is in flight; `_finish_loop` puts the stored batches back in arrival order.
+        is in flight. Batches are taken and numbered one writer at a time, so message
+        numbers follow arrival; `_finish_loop` puts the stored batches back in that order.
         """
         with self.app.app_context():
             while True:
-                batch = self._next_batch()
-                number = next(sequence)  # taken without yielding, so numbers follow arrival
-                metrics.queue_depth.set(self.queue.qsize())
-                result = self._retry(store_messages, [doc for _, doc in batch if doc is not None])
-                stored.put((number, batch, result))
+                with numbering:
+                    batch = self._next_batch()
+                    number = next(sequence)
+                    metrics.queue_depth.set(self.queue.qsize())
+                    docs = [doc for _, doc in batch if doc is not None]
+                    docs = self._retry(prepare_batch, self.book, docs)
+                stored.put((number, batch, self._retry(store_messages, self.book, docs)))
 
     def _finish_loop(self, client, stored):
-        """In arrival order: update devices, run domain handlers, ack to the broker, emit.
+        """In arrival order: count into the book, emit, run domain handlers, ack to the broker.
 
         Every stored batch that is ready in order is finished together, so under load one
-        device update serves several batches (group commit for the device counters).
+        step serves several batches.
         """
         waiting, expected = {}, 0
         with self.app.app_context():
             while True:
-                number, batch, result = stored.get()
-                waiting[number] = (batch, result)
+                number, batch, docs = stored.get()
+                waiting[number] = (batch, docs)
                 while not stored.empty():
-                    number, batch, result = stored.get_nowait()
-                    waiting[number] = (batch, result)
+                    number, batch, docs = stored.get_nowait()
+                    waiting[number] = (batch, docs)
                 ready = []
                 while expected in waiting:
                     ready.append(waiting.pop(expected))
@@ -183,16 +207,30 @@ class Bridge:
                     self._finish(client, ready)
 
     def _finish(self, client, ready):
-        """Everything after batches are stored; acks go out only after the device update."""
-        docs = [doc for _, result in ready for doc in result.stored]
-        live.publish_messages(docs)  # pages see stored messages before the bookkeeping
-        devices = self._retry(update_devices, docs, live.anyone_watching({doc["device_id"] for doc in docs}))
+        """Everything after batches are stored; the acks go out after the domain handlers ran."""
+        docs = [doc for _, stored in ready for doc in stored]
+        self.book.record(docs)
+        emit_safely(live.publish_messages, docs)  # pages see stored messages before the handlers
         self._retry(dispatch, self.app, docs)
         for batch, _ in ready:
-            for msg, _ in batch:
-                if msg.qos:
-                    client.ack(msg.mid, msg.qos)
-        live.publish_devices(devices)
+            for (mid, qos, size), _ in batch:
+                if qos:
+                    client.ack(mid, qos)
+                self.budget.give(size)
+        metrics.held_bytes.set(self.budget.used)
+
+    def _flush_loop(self):
+        """Write changed devices every FLUSH_SECONDS, leaving the database as much time as a flush took."""
+        with self.app.app_context():
+            while True:
+                gevent.sleep(FLUSH_SECONDS)
+                self._retry(flush_devices, self.book, gevent.sleep)
+
+    def _live_devices_loop(self):
+        """Send the changed devices' counters to the pages every LIVE_DEVICES_SECONDS."""
+        while True:
+            gevent.sleep(LIVE_DEVICES_SECONDS)
+            emit_safely(live.publish_device_states, self.book.take_changed())
 
     def _next_batch(self):
         """Wait for one message, then take every queued one up to the batch limit."""
@@ -219,3 +257,13 @@ class Bridge:
                 log.warning("%s failed (%s); retrying in %.1f s", step.__name__, exc, delay)
                 gevent.sleep(delay)
                 delay = min(delay * 2, 5)
+
+
+def emit_safely(emit, items):
+    """Emit live updates; a failure is logged, never allowed to stop the ingest."""
+    if not items:
+        return
+    try:
+        emit(items)
+    except Exception:  # noqa: BLE001 - pages are a view: the messages are stored and will be acked
+        log.exception("live update failed for %d items", len(items))

@@ -7,6 +7,7 @@ SUBSCRIPTION = "+/#"
 
 # Topics carweb publishes to devices: stored as outbound, never treated as device input.
 _OUTBOUND = re.compile(r"^[^/]+/firmware/(update|cancel|chunk/[^/]+/\d+)$")
+_CHUNK = re.compile(r"^[^/]+/firmware/chunk/[^/]+/\d+$")
 
 
 class TopicError(ValueError):
@@ -26,6 +27,11 @@ def device_id_of(topic):
 def direction_of(topic):
     """'out' for topics carweb publishes to devices, 'in' for everything devices send."""
     return "out" if _OUTBOUND.match(topic) else "in"
+
+
+def is_chunk_topic(topic):
+    """Tell whether the topic is one of carweb's answers to a chunk request (`<id>/firmware/chunk/<job>/<n>`)."""
+    return _CHUNK.match(topic) is not None
 
 
 def is_status_topic(topic):

@@ -1,12 +1,14 @@
 """Socket.IO handlers for the device pages."""
 
+from flask import current_app
 from flask_login import current_user
 from flask_socketio import ConnectionRefusedError, join_room
 
+from carweb.background import running_bridge
 from carweb.bridge.topics import MAX_DEVICE_ID_LENGTH
 from carweb.extensions import socketio
 from carweb.history import messages_after
-from carweb.live import DEVICES_ROOM, device_room, device_summary, message_summary
+from carweb.live import DEVICES_ROOM, device_room, device_summary, message_summary, state_summary
 from carweb.models import Device
 
 CATCH_UP_LIMIT = 200
@@ -46,10 +48,19 @@ def watch_device(request):
         docs, more = messages_after(device_id, after, CATCH_UP_LIMIT)
     except ValueError:
         return {"ok": False, "error": "bad cursor"}
-    device = Device.objects(device_id=device_id).as_pymongo().first()
     return {
         "ok": True,
         "messages": [message_summary(doc) for doc in docs],
         "more": more,
-        "device": device_summary(device) if device else None,
+        "device": current_counters(device_id),
     }
+
+
+def current_counters(device_id):
+    """A device's counters: the bridge's own when it runs in this process (its document lags)."""
+    bridge = running_bridge(current_app)
+    state = bridge.book.get(device_id) if bridge is not None else None
+    if state is not None:
+        return state_summary(state)
+    device = Device.objects(device_id=device_id).as_pymongo().first()
+    return device_summary(device) if device else None

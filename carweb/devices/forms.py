@@ -3,8 +3,8 @@
 from datetime import UTC
 
 from flask_wtf import FlaskForm
-from wtforms import DateTimeLocalField, HiddenField, StringField, SubmitField
-from wtforms.validators import DataRequired, Length, Optional, ValidationError
+from wtforms import DateTimeLocalField, HiddenField, IntegerField, StringField, SubmitField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 
 from carweb.history import decode_cursor
 
@@ -29,6 +29,7 @@ class SearchForm(FlaskForm):
         csrf = False
 
     q = StringField("Search", validators=[Optional(), Length(max=200)])
+    before = IntegerField(validators=[Optional(), NumberRange(min=1)])
 
 
 class HistoryFilterForm(FlaskForm):

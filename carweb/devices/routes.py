@@ -1,15 +1,13 @@
 """Views of the devices blueprint."""
 
-from datetime import UTC, datetime
-
 from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
-from mongoengine.queryset.visitor import Q
 
 from carweb.auth import role_required
 from carweb.devices import bp
 from carweb.devices.forms import DeleteForm, HistoryFilterForm, RenameForm, SearchForm
 from carweb.firmware.forms import DeviceUpdateForm
-from carweb.history import HistoryQuery, cursor_at, decode_cursor, encode_cursor, message_page
+from carweb.fleet import device_page
+from carweb.history import HistoryQuery, decode_cursor, message_page
 from carweb.live import device_summary, job_summary, message_summary
 from carweb.models import Device, Message
 from carweb.ota.jobs import latest_jobs
@@ -24,20 +22,19 @@ def device_or_404(device_id):
 
 @bp.route("")
 def index():
-    """Every device, most recently seen first, searchable by id or name."""
+    """Every device, most recently seen first, by pages below a place; searchable by id or name."""
     form = SearchForm(request.args)
-    page = max(request.args.get("page", 1, type=int), 1)
-    size = current_app.config["CARWEB_PAGE_SIZE"]
-    devices = Device.objects.order_by("-last_seen_at", "device_id")
-    if form.validate() and form.q.data:
-        devices = devices.filter(Q(device_id__icontains=form.q.data) | Q(name__icontains=form.q.data))
-    rows = list(devices.skip((page - 1) * size).limit(size + 1).as_pymongo())
+    valid = form.validate()
+    search = (form.q.data or "").strip() if valid else ""
+    before = form.before.data if valid else None
+    page = device_page(before=before, limit=current_app.config["CARWEB_PAGE_SIZE"], search=search or None)
     return render_template(
         "devices/index.html",
         form=form,
-        devices=[device_summary(row) for row in rows[:size]],
+        search=search,
+        first=before is None,
+        devices=[device_summary(row) for row in page.devices],
         page=page,
-        has_next=len(rows) > size,
     )
 
 
@@ -62,10 +59,8 @@ def show(device_id):
         device=device,
         form=form,
         messages=[message_summary(doc) for doc in page.messages] if page else [],
-        older=page.older if page else None,
-        live_after=encode_cursor(page.messages[0])
-        if page and page.messages
-        else cursor_at(datetime.now(UTC)),
+        page=page,
+        live_after=page.live_after if page else "0",
         filtered=bool(request.args.get("topic") or request.args.get("since") or request.args.get("until")),
         rename_form=RenameForm(name=device.name),
         update_form=DeviceUpdateForm().set_choices(),

@@ -3,9 +3,10 @@
 from carweb.models.device import Device
 from carweb.models.firmware import Firmware, Rollout, UpdateJob
 from carweb.models.message import Message
+from carweb.models.state import IngestState
 from carweb.models.user import User
 
-ALL_DOCUMENTS = (User, Device, Message, Firmware, Rollout, UpdateJob)
+ALL_DOCUMENTS = (User, Device, Message, Firmware, Rollout, UpdateJob, IngestState)
 
 
 def ensure_indexes():
@@ -21,6 +22,7 @@ __all__ = [
     "Firmware",
     "Rollout",
     "UpdateJob",
+    "IngestState",
     "ALL_DOCUMENTS",
     "ensure_indexes",
 ]

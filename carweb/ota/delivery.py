@@ -2,9 +2,11 @@
 
 import logging
 import time
+from collections import OrderedDict
 
 from itsdangerous import BadData, URLSafeTimedSerializer
 
+from carweb import metrics
 from carweb.bridge.publisher import publish
 from carweb.models import Firmware, UpdateJob
 from carweb.models.firmware import TERMINAL_STATES
@@ -23,6 +25,9 @@ from carweb.ota.store import read_chunk
 
 log = logging.getLogger(__name__)
 TOKEN_SALT = "carweb-firmware-download"
+# A device gets the same chunk at most once in this many seconds; it may ask again after.
+CHUNK_REPEAT_SECONDS = 5
+JOB_MEMORY_SECONDS = 2
 
 
 class InvalidToken(ValueError):
@@ -94,25 +99,90 @@ def send_cancels(app, jobs):
     publish_commands(app, [(cancel_topic(job.device_id), cancel_command(job.pk), 1) for job in jobs])
 
 
+class ChunkLimiter:
+    """Chunks answered lately, per device, job and index: a repeat within the window is refused.
+
+    A device looping on chunk requests would otherwise make each 60-byte request cost a
+    GridFS read and a 64 KiB publish. Job lookups are remembered for a moment too.
+    """
+
+    def __init__(self, window=CHUNK_REPEAT_SECONDS, clock=time.monotonic):
+        self.window = window
+        self.clock = clock
+        self._answered = OrderedDict()
+        self._jobs = OrderedDict()
+
+    def first_time(self, device_id, job_id, index):
+        """True, and remembered, unless this chunk went to this device within the window."""
+        now = self.clock()
+        self._forget_before(self._answered, now - self.window)
+        key = (device_id, job_id, index)
+        if key in self._answered:
+            return False
+        self._answered[key] = (now, None)
+        return True
+
+    def job(self, job_id, lookup):
+        """The job (or None), from `lookup(job_id)` at most once per JOB_MEMORY_SECONDS."""
+        now = self.clock()
+        self._forget_before(self._jobs, now - JOB_MEMORY_SECONDS)
+        if job_id not in self._jobs:
+            self._jobs[job_id] = (now, lookup(job_id))
+        return self._jobs[job_id][1]
+
+    @staticmethod
+    def _forget_before(entries, moment):
+        """Drop (time, value) entries older than `moment` (they are kept oldest first)."""
+        while entries and next(iter(entries.values()))[0] < moment:
+            entries.popitem(last=False)
+
+
+def chunk_limiter(app):
+    """The process's chunk limiter (one per app, made on first use)."""
+    return app.extensions.setdefault("carweb.chunk_limiter", ChunkLimiter())
+
+
 def answer_chunk_requests(app, docs):
     """Bridge handler for `+/firmware/chunk/request`: publish each requested chunk (empty past the end)."""
-    messages, images = [], {}
+    messages, images, limiter = [], {}, chunk_limiter(app)
     chunk_size = app.config["CARWEB_OTA_CHUNK_SIZE"]
     for doc in docs:
-        try:
-            job_id, index = parse_chunk_request(doc.get("data"))
-        except ProtocolError as exc:
-            log.info("chunk request on %s ignored: %s", doc["topic"], exc)
+        request = _open_chunk_request(doc, limiter)
+        if request is None:
             continue
-        job = UpdateJob.objects(pk=job_id).only("device_id", "state", "firmware_id").first()
-        if job is None or job.device_id != doc["device_id"] or job.state in TERMINAL_STATES:
-            log.info("chunk request for job %s of %s ignored: no such open job", job_id, doc["device_id"])
-            continue
+        job, index = request
         if job.firmware_id not in images:
             images[job.firmware_id] = Firmware.objects(pk=job.firmware_id).first()
         firmware = images[job.firmware_id]
-        if firmware is None:
+        if firmware is None or index > -(-firmware.size // chunk_size):
+            _refuse(doc, job.pk, "index past the end")
             continue
         data = read_chunk(firmware, index, chunk_size)
-        messages.append((chunk_topic(doc["device_id"], job_id, index), data, 1))
+        messages.append((chunk_topic(doc["device_id"], job.pk, index), data, 1))
     publish_commands(app, messages)
+
+
+def _open_chunk_request(doc, limiter):
+    """(job, index) of a request to answer now, or None (logged and counted) when it is refused."""
+    try:
+        job_id, index = parse_chunk_request(doc.get("data"))
+    except ProtocolError as exc:
+        return _refuse(doc, None, str(exc))
+    job = limiter.job(job_id, _chunk_job)
+    if job is None or job.device_id != doc["device_id"] or job.state in TERMINAL_STATES:
+        return _refuse(doc, job_id, "no such open job")
+    if not limiter.first_time(doc["device_id"], job_id, index):
+        return _refuse(doc, job_id, f"chunk answered less than {CHUNK_REPEAT_SECONDS} s ago")
+    return job, index
+
+
+def _chunk_job(job_id):
+    """The fields of a job a chunk request needs."""
+    return UpdateJob.objects(pk=job_id).only("device_id", "state", "firmware_id").first()
+
+
+def _refuse(doc, job_id, reason):
+    """Count and log a refused chunk request; None."""
+    metrics.chunk_requests_refused.inc()
+    log.info("chunk request of %s for job %s refused: %s", doc["device_id"], job_id, reason)
+    return None

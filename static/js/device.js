@@ -36,6 +36,8 @@
     carwebSetField(node, "size", m.size + " B" + (m.truncated ? " · stored truncated" : ""));
     var raw = node.querySelector('[data-field="raw"]');
     raw.href = raw.getAttribute("href").replace("__ID__", encodeURIComponent(m.id));
+    var reason = carwebSetField(node, "raw_reason", m.raw_reason || "");
+    reason.hidden = !m.raw_reason;
     carwebSetField(node, "body", m.body);
     var hidden = node.querySelector('[data-field="hidden"]');
     hidden.hidden = !m.hidden;

@@ -6,8 +6,10 @@
   var template = document.getElementById("device-row-template");
   var insertLive = table.dataset.liveInsert === "yes";
 
+  /* Live updates carry no name (the bridge does not know it): a row keeps the one it shows. */
   function fill(row, d) {
-    var name = carwebSetField(row, "name", d.name || d.device_id);
+    var name = row.querySelector('[data-field="name"]');
+    if ("name" in d || !name.textContent) name.textContent = d.name || d.device_id;
     name.href = table.dataset.showUrl.replace("__ID__", encodeURIComponent(d.device_id));
     carwebSetField(row, "device_id", d.device_id);
     var state = carwebSetField(row, "online", d.online ? "online" : "offline");
@@ -17,16 +19,19 @@
     carwebSetField(row, "message_count", String(d.message_count));
   }
 
-  function findRow(deviceId) {
-    for (var i = 0; i < body.rows.length; i++) {
-      if (body.rows[i].dataset.deviceId === deviceId) return body.rows[i];
-    }
-    return null;
+  function rowsById() {
+    var rows = {};
+    for (var i = 0; i < body.rows.length; i++) rows[body.rows[i].dataset.deviceId] = body.rows[i];
+    return rows;
   }
 
+  /* `devices` come most recently seen first; on the first page they go to the top in that order. */
   function update(devices) {
+    var rows = rowsById();
+    var pageSize = Number(table.dataset.pageSize || 50);
+    if (insertLive) devices = devices.slice(0, pageSize).reverse();
     devices.forEach(function (d) {
-      var row = findRow(d.device_id);
+      var row = rows[d.device_id];
       if (!row && !insertLive) return;
       if (!row) {
         row = template.content.firstElementChild.cloneNode(true);
@@ -36,7 +41,6 @@
       // The list is sorted by last seen: on the first page a device that spoke moves to the top.
       if (insertLive) body.insertBefore(row, body.firstChild);
     });
-    var pageSize = Number(table.dataset.pageSize || 50);
     while (insertLive && body.rows.length > pageSize) body.deleteRow(body.rows.length - 1);
     var empty = document.getElementById("no-devices");
     if (empty && body.rows.length) empty.remove();

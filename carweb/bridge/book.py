@@ -1,0 +1,161 @@
+"""What the bridge knows of each device between flushes: sequence numbers, counters, online state.
+
+The `messages` collection is the log; a device's document is a view of it that the bridge
+writes behind the stream (see `ingest.flush_devices`). The book holds that view in memory:
+it numbers each message of a device in arrival order (`seq`, the key of the device's
+history pages), counts what was stored, and says which devices changed since the last
+flush and since the last live update. Pure: no database, no Flask.
+"""
+
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+
+from carweb.bridge.topics import is_status_topic
+
+DEFAULT_CAPACITY = 100_000
+
+
+@dataclass(slots=True)
+class DeviceState:
+    """One device as the book knows it; `recorded_seq` and `message_count` always agree."""
+
+    device_id: str
+    next_seq: int = 0  # the last number given to a message of this device
+    recorded_seq: int = 0  # the highest number among its stored messages counted here
+    message_count: int = 0  # inbound messages stored
+    last_seen_at: object = None  # newest inbound message
+    last_at: object = None  # newest message either way (received_at never goes back)
+    created_at: object = None
+    online: bool | None = None
+    in_db: bool = False  # a device document exists (loaded, or written by a flush)
+    seen_changed: bool = False  # a new inbound message since the last flush moves it up the list
+    version: int = 0  # bumped on every change; a flush marks clean only what it wrote
+
+
+def state_from_document(doc):
+    """The state of a device whose document was read from `devices`."""
+    last_seq = doc.get("last_seq") or 0
+    return DeviceState(
+        device_id=doc["device_id"],
+        next_seq=last_seq,
+        recorded_seq=last_seq,
+        message_count=doc.get("message_count") or 0,
+        last_seen_at=doc.get("last_seen_at"),
+        last_at=doc.get("last_seen_at"),
+        created_at=doc.get("created_at"),
+        online=doc.get("online"),
+        in_db=True,
+    )
+
+
+class DeviceBook:
+    """Per-device state of the bridge's process, least recently used first; dirty states stay."""
+
+    def __init__(self, capacity=DEFAULT_CAPACITY):
+        self.capacity = capacity
+        self._states = OrderedDict()
+        self._dirty = set()
+        self._changed = set()
+        self.recorded_through = None  # _id of the newest message recorded (the flush checkpoint)
+
+    def __len__(self):
+        return len(self._states)
+
+    def get(self, device_id):
+        """The state of a device, or None when the book does not hold it."""
+        return self._states.get(device_id)
+
+    def unknown(self, device_ids):
+        """Those of `device_ids` the book holds no state for."""
+        return [device_id for device_id in dict.fromkeys(device_ids) if device_id not in self._states]
+
+    def load(self, state):
+        """Hold a device's state read from the database (or a new device's empty state)."""
+        self._states[state.device_id] = state
+        self._evict()
+
+    def number(self, docs):
+        """Give each message the next `seq` of its device, in arrival order; the devices must be held.
+
+        `received_at` is raised to the device's previous message's time if the clock went
+        back, so a device's history is in the same order by number and by time.
+        """
+        for doc in docs:
+            state = self._states[doc["device_id"]]
+            self._states.move_to_end(doc["device_id"])
+            state.next_seq += 1
+            doc["seq"] = state.next_seq
+            if state.last_at is not None and doc["received_at"] < state.last_at:
+                doc["received_at"] = state.last_at
+            state.last_at = doc["received_at"]
+
+    def skip_to(self, device_id, seq):
+        """Number the device's next message above `seq` (numbers found taken in the database)."""
+        state = self._states[device_id]
+        state.next_seq = max(state.next_seq, seq)
+
+    def record(self, docs):
+        """Count stored messages into their devices' states (they must be held); oldest first."""
+        for doc in docs:
+            state = self._states.get(doc["device_id"])
+            if state is None or doc.get("seq") is None:
+                continue
+            self._apply(state, doc)
+            self._dirty.add(state.device_id)
+            self._changed.add(state.device_id)
+        if docs and (self.recorded_through is None or docs[-1]["_id"] > self.recorded_through):
+            self.recorded_through = docs[-1]["_id"]
+
+    def _apply(self, state, doc):
+        """One stored message's effect on its device."""
+        state.version += 1
+        state.recorded_seq = max(state.recorded_seq, doc["seq"])
+        state.next_seq = max(state.next_seq, doc["seq"])
+        if state.created_at is None:
+            state.created_at = doc["received_at"]
+        if doc["direction"] != "in":
+            return
+        state.message_count += 1
+        state.seen_changed = True
+        if state.last_seen_at is None or doc["received_at"] >= state.last_seen_at:
+            state.last_seen_at = doc["received_at"]
+        state.online = True
+        if is_status_topic(doc["topic"]) and doc.get("text") in ("online", "offline"):
+            state.online = doc["text"] == "online"
+
+    def dirty(self):
+        """Copies of the states changed since they were last flushed, least recently seen first."""
+        states = [replace(self._states[device_id]) for device_id in self._dirty]
+        return sorted(states, key=lambda s: (s.last_seen_at is None, s.last_seen_at or 0, s.device_id))
+
+    def flushed(self, written):
+        """The copies in `written` are in the database: clean, unless they changed since."""
+        for copy in written:
+            state = self._states.get(copy.device_id)
+            if state is None:
+                continue
+            state.in_db = True
+            if state.version == copy.version:
+                state.seen_changed = False
+                self._dirty.discard(copy.device_id)
+        self._evict()
+
+    def take_changed(self):
+        """States changed since the last call (for live updates of the pages)."""
+        changed, self._changed = self._changed, set()
+        return [self._states[d] for d in changed if d in self._states]
+
+    def _evict(self):
+        """Forget the least recently used clean states beyond the capacity."""
+        excess = len(self._states) - self.capacity
+        if excess <= 0:
+            return
+        victims = []
+        for device_id in self._states:
+            if len(victims) == excess:
+                break
+            if device_id not in self._dirty:
+                victims.append(device_id)
+        for device_id in victims:
+            del self._states[device_id]
+            self._changed.discard(device_id)
