@@ -8,12 +8,15 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from carweb.bridge.mqtt import parse_mqtt_url
 from carweb.config import ROOT
@@ -166,13 +169,15 @@ def test_mosquitto_service_mounts_the_files_its_config_names():
 
 
 def test_web_reaches_services_by_their_compose_names():
-    """MongoDB, the broker and Redis are compose services; the MQTT user is the ACL's bridge user."""
+    """MongoDB, the broker and Redis are compose services; the bridge logs in on carweb's own listener."""
     services = compose()["services"]
     env = {key: re.sub(r"\$\{[^}]*\}", "x", value) for key, value in services["web"]["environment"].items()}
     assert urlsplit(env["MONGODB_URI"]).hostname in services
     assert urlsplit(env["SOCKETIO_MESSAGE_QUEUE"]).hostname in services
     address = parse_mqtt_url(env["MQTT_URL"])
-    assert (address.host, address.port, address.username) == ("mosquitto", 1883, "carweb")
+    assert (address.host, address.port, address.username) == ("mosquitto", 1884, "carweb")
+    conf = (REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    assert re.search(r"^listener 1884$", conf, re.M) and services["mosquitto"]["ports"] == ["1883:1883"]
     assert "user carweb" in (REPO / "deploy" / "mosquitto" / "acl").read_text().splitlines()
 
 
@@ -225,16 +230,20 @@ def test_nginx_accepts_the_config(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def broker_config(port, workdir):
-    """deploy/mosquitto/mosquitto.conf with its port, data and password file moved into `workdir`."""
+def broker_config(ports, workdir):
+    """deploy/mosquitto/mosquitto.conf with its ports, data and password file moved into `workdir`."""
     replacements = {
-        "listener": f"listener {port} 127.0.0.1",
+        "listener 1883": f"listener {ports.devices} 127.0.0.1",
+        "listener 1884": f"listener {ports.carweb} 127.0.0.1",
         "persistence_location": f"persistence_location {workdir}/",
         "password_file": f"password_file {workdir / 'passwd'}",
         "acl_file": f"acl_file {REPO / 'deploy' / 'mosquitto' / 'acl'}",
     }
     lines = (REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text().splitlines()
-    keys = [line.split()[0] if line.strip() else "" for line in lines]
+    keys = [
+        line.strip() if line.startswith("listener ") else line.split()[0] if line.strip() else ""
+        for line in lines
+    ]
     assert set(replacements) <= set(keys), "mosquitto.conf lost a directive the test replaces"
     lines = [replacements.get(key, line) for key, line in zip(keys, lines, strict=True)]
     if os.geteuid() == 0:
@@ -251,25 +260,30 @@ def broker(tmp_path_factory):
     for index, user in enumerate(("carweb", "deviceA", "deviceB")):
         create = ["-c"] if index == 0 else []
         subprocess.run([MOSQUITTO_PASSWD, *create, "-b", str(workdir / "passwd"), user, PASSWORD], check=True)
-    port = free_port()
-    (workdir / "mosquitto.conf").write_text(broker_config(port, workdir))
+    ports = SimpleNamespace(devices=free_port(), carweb=free_port())
+    (workdir / "mosquitto.conf").write_text(broker_config(ports, workdir))
     with open(workdir / "mosquitto.log", "wb") as log:
         process = subprocess.Popen([mosquitto_binary(), "-c", str(workdir / "mosquitto.conf")], stdout=log)
         try:
-            wait_for_port(port, process)
-            yield port
+            wait_for_port(ports.devices, process)
+            wait_for_port(ports.carweb, process)
+            yield ports
         finally:
             stop_processes([process])
 
 
 class Peer:
-    """An MQTT 5 client that records what it receives and the reason codes of its PUBACKs."""
+    """An MQTT 5 client that records what it receives, the reason codes of its PUBACKs, its disconnects."""
 
-    def __init__(self, port, username=None, password=PASSWORD):
+    def __init__(self, port, username=None, password=PASSWORD, client_id=""):
         self.port, self.received, self.pubacks = port, queue.Queue(), {}
         self.connack, self.answered, self.subscribed = None, threading.Event(), threading.Event()
-        self.client = client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+        self.disconnected = threading.Event()
+        self.client = client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+        )
         client.on_connect = self.on_connect
+        client.on_disconnect = lambda *_: self.disconnected.set()
         client.on_subscribe = lambda *_: self.subscribed.set()
         client.on_message = lambda _c, _u, message: self.received.put(message.topic)
         client.on_publish = lambda _c, _u, mid, code, _p: self.pubacks.__setitem__(mid, code.value)
@@ -283,9 +297,9 @@ class Peer:
             client.disconnect()
         self.answered.set()
 
-    def start(self, *topics):
+    def start(self, *topics, clean_start=True, properties=None):
         """Connect, and subscribe to `topics` when the broker let us in; returns the CONNACK reason code."""
-        self.client.connect("127.0.0.1", self.port)
+        self.client.connect("127.0.0.1", self.port, clean_start=clean_start, properties=properties)
         self.client.loop_start()
         assert self.answered.wait(5), "no CONNACK"
         if topics and not self.connack.is_failure:
@@ -295,7 +309,11 @@ class Peer:
 
     def publish(self, topic):
         """Publish at QoS 1 and return the PUBACK's reason code (0 success, 135 not authorized)."""
-        info = self.client.publish(topic, b"x", qos=1)
+        return self.publish_payload(topic, b"x")
+
+    def publish_payload(self, topic, payload):
+        """Publish `payload` at QoS 1 and return the PUBACK's reason code."""
+        info = self.client.publish(topic, payload, qos=1)
         info.wait_for_publish(5)
         return self.pubacks[info.mid]
 
@@ -309,13 +327,17 @@ class Peer:
 
 @pytest.fixture
 def peers(broker):
-    """Make started MQTT clients on the broker as `peers(username, *topics)`; all stopped afterwards."""
+    """Make started MQTT clients on the broker as `peers(username, *topics)`; all stopped afterwards.
+
+    `carweb` connects to carweb's listener, everybody else to the devices' one, as deployed.
+    """
     started = []
 
-    def start(username, *topics, password=PASSWORD):
+    def start(username, *topics, password=PASSWORD, client_id="", port=None, **connect):
         """A client of `username` that tried to connect and subscribe to `topics`."""
-        started.append(Peer(broker, username, password))
-        started[-1].start(*topics)
+        port = port or (broker.carweb if username == "carweb" else broker.devices)
+        started.append(Peer(port, username, password, client_id))
+        started[-1].start(*topics, **connect)
         return started[-1]
 
     yield start
@@ -371,5 +393,43 @@ def test_compose_broker_healthcheck_needs_the_bridge_password(broker):
     command = compose()["services"]["mosquitto"]["healthcheck"]["test"][1].replace("$$", "$")
     for password, healthy in ((PASSWORD, True), ("wrong", False)):
         env = {"PATH": os.environ["PATH"], "CARWEB_MQTT_PASSWORD": password}
-        args = ["sh", "-c", command.replace("-p 1883", f"-p {broker}")]
+        args = ["sh", "-c", command.replace("-p 1884", f"-p {broker.carweb}")]
         assert (subprocess.run(args, env=env, capture_output=True, timeout=10).returncode == 0) is healthy
+
+
+def persistent_session():
+    """CONNECT properties of a session the broker keeps for an hour (as the bridge's)."""
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = 3600
+    return properties
+
+
+def test_a_device_cannot_take_over_the_bridges_client_id_or_session(peers):
+    """deviceA connecting as `carweb-web` with a clean start leaves the bridge connected and its session whole."""
+    bridge = peers(
+        "carweb", "+/#", client_id="carweb-web", clean_start=False, properties=persistent_session()
+    )
+    intruder = peers("deviceA", client_id="carweb-web", clean_start=True)
+    assert not intruder.connack.is_failure  # let in, but as client `deviceA`
+    assert not bridge.disconnected.wait(2)
+    assert peers("deviceB").publish("deviceB/after-takeover") == 0
+    assert bridge.receive_until("deviceB/after-takeover")[-1] == "deviceB/after-takeover"
+
+
+def test_a_device_cannot_take_over_another_devices_client_id(peers):
+    """deviceA asking for client id `deviceB` does not disconnect deviceB."""
+    device_b = peers("deviceB", "deviceB/#", client_id="deviceB")
+    peers("deviceA", client_id="deviceB")
+    assert not device_b.disconnected.wait(2)
+    assert peers("carweb").publish("deviceB/firmware/marker") == 0
+    assert device_b.receive_until("deviceB/firmware/marker")[-1] == "deviceB/firmware/marker"
+
+
+def test_broker_refuses_packets_over_the_limit_carweb_is_configured_for(peers):
+    """A device's 1.5 MiB publish gets it disconnected and reaches nobody; 900 KiB passes."""
+    bridge, device_a = peers("carweb", "+/#"), peers("deviceA")
+    device_a.client.publish("deviceA/huge", bytes(1536 * 1024), qos=1)
+    assert device_a.disconnected.wait(5)
+    device_b = peers("deviceB")
+    assert device_b.publish_payload("deviceB/large", bytes(900 * 1024)) == 0
+    assert bridge.receive_until("deviceB/large") == ["deviceB/large"]

@@ -1,60 +1,22 @@
 """Pages of a device's message history: exact, and bounded in documents read whatever the history's shape.
 
-The documents a page reads are counted by the database itself: every `find` the page
-sends is explained again with executionStats and its `totalDocsExamined` summed.
+The documents a page reads are counted by the database itself (`documents_examined`).
 """
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from bson import ObjectId
-from pymongo import monitoring
 
 from carweb.history import HistoryQuery, decode_cursor, encode_cursor, message_page, messages_after
 from carweb.models import Device, Message
+from tests.db_support import documents_examined
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 PAGE = 50
 HISTORY = 3000
 # Four pages' worth plus the small probes that find the newest number and a time's number.
 READ_BOUND = 4 * PAGE + 150
-
-
-class FindRecorder(monitoring.CommandListener):
-    """Keeps the `find` commands sent while it records."""
-
-    def __init__(self):
-        self.finds, self.recording = [], False
-
-    def started(self, event):
-        if self.recording and event.command_name == "find":
-            self.finds.append((event.database_name, dict(event.command)))
-
-    def succeeded(self, event):
-        pass
-
-    def failed(self, event):
-        pass
-
-
-RECORDER = FindRecorder()
-monitoring.register(RECORDER)  # clients made after this (each test's app) report to it
-
-
-def documents_examined(function):
-    """Run `function`; return its result and the documents the server examined for its finds."""
-    RECORDER.finds, RECORDER.recording = [], True
-    try:
-        result = function()
-    finally:
-        RECORDER.recording = False
-    database = Message._get_db()
-    examined = 0
-    for _, command in RECORDER.finds:
-        find = {k: v for k, v in command.items() if k in ("find", "filter", "projection", "sort", "limit")}
-        explained = database.command("explain", find, verbosity="executionStats")
-        examined += explained["executionStats"]["totalDocsExamined"]
-    return result, examined
 
 
 def seed(device_id, times, topics=None, skip=()):

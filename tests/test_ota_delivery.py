@@ -13,7 +13,7 @@ import requests
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.publish import single
 
-from carweb.ota.delivery import download_token
+from carweb.ota.delivery import ChunkLimiter, download_token
 from tests.conftest import wait_until
 from tests.ota_support import (
     job_of,
@@ -154,8 +154,9 @@ class ChunkDevice:
         self.client.loop_stop()
 
 
-def test_mqtt_chunks_reassemble_to_the_same_sha256(live_server, services, publisher, tmp_path):
-    """Chunk 0..N-1 rebuild the image, chunk N is empty; the SHA-256 is the command's."""
+@pytest.fixture
+def chunk_update(live_server, services, publisher, tmp_path):
+    """A device without HTTP sent the update command of a 150 kB image: (device, command, image bytes, sha256)."""
     title, version, data, _, sha256 = upload_image(live_server, tmp_path, size=150_000)
     device_id = str(uuid.uuid4())
     publisher.publish(f"{device_id}/status", "online", qos=1).wait_for_publish(5)
@@ -164,13 +165,35 @@ def test_mqtt_chunks_reassemble_to_the_same_sha256(live_server, services, publis
     try:
         start_rollout(live_server, title, version, [device_id])
         command = json.loads(device.take(f"{device_id}/firmware/update"))
-        count = -(-command["size"] // command["chunk_size"])
-        image = b"".join(device.chunk(command["job"], index) for index in range(count))
-        assert device.chunk(command["job"], count) == b""
+        yield device, command, data, sha256
     finally:
         device.close()
+
+
+def test_mqtt_chunks_reassemble_to_the_same_sha256(live_server, chunk_update):
+    """Chunk 0..N-1 rebuild the image, chunk N is empty; the SHA-256 is the command's."""
+    device, command, data, sha256 = chunk_update
+    count = -(-command["size"] // command["chunk_size"])
+    image = b"".join(device.chunk(command["job"], index) for index in range(count))
+    assert device.chunk(command["job"], count) == b""
     assert hashlib.sha256(image).hexdigest() == command["sha256"] == sha256
     assert image == data
+    query = {"device_id": device.device_id, "topic": {"$regex": "/chunk/.*/0$"}}
+    history = live_server.db().messages.find(query)
+    assert [(len(m["payload"]), m["size"]) for m in history] == [(0, command["chunk_size"])]
+
+
+def test_repeated_and_impossible_chunk_requests_are_not_answered(live_server, chunk_update):
+    """A chunk asked again within seconds, or far past the end, costs no read and no 64 KiB publish."""
+    device, command, _, _ = chunk_update
+    job, topic = command["job"], f"{device.device_id}/firmware/chunk/request"
+    for index in (0, 0, 0, 10_000, 1):
+        device.client.publish(topic, json.dumps({"job": job, "index": index}), qos=1).wait_for_publish(5)
+    device.take(f"{device.device_id}/firmware/chunk/{job}/1")  # answered in order: the 0s came first
+    time.sleep(1)
+    assert [topic for topic, _ in list(device.inbox.queue) if "/chunk/" in topic] == []
+    query = {"device_id": device.device_id, "topic": {"$regex": "/chunk/[^/]+/"}}
+    assert live_server.db().messages.count_documents(query) == 2  # chunk 0 once, chunk 1
 
 
 def test_simulated_cars_update_over_mqtt_chunks(live_server, fleet, tmp_path):
@@ -191,3 +214,18 @@ def test_simulated_cars_update_over_mqtt_chunks(live_server, fleet, tmp_path):
             )
             >= 1
         )
+
+
+def test_chunk_limiter_answers_a_chunk_again_once_the_window_passed():
+    """Per device, job and index: once per window; job lookups are remembered for a moment."""
+    now = [0.0]
+    limiter = ChunkLimiter(window=5, clock=lambda: now[0])
+    assert limiter.first_time("d", "j", 0) and not limiter.first_time("d", "j", 0)
+    assert limiter.first_time("d", "j", 1) and limiter.first_time("e", "j", 0)
+    lookups = []
+    assert limiter.job("j", lambda job_id: lookups.append(job_id) or "job") == "job"
+    assert limiter.job("j", lambda job_id: lookups.append(job_id) or "other") == "job"
+    now[0] = 5.5
+    assert limiter.first_time("d", "j", 0)
+    assert limiter.job("j", lambda job_id: lookups.append(job_id) or "fresh") == "fresh"
+    assert lookups == ["j", "j"]

@@ -7,12 +7,16 @@ history pages), counts what was stored, and says which devices changed since the
 flush and since the last live update. Pure: no database, no Flask.
 """
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 from carweb.bridge.topics import is_status_topic
 
 DEFAULT_CAPACITY = 100_000
+# A device is forgotten only after this long without a message: far longer than a message
+# takes from numbering to counting, so no message in flight ever loses its device's state.
+IDLE_SECONDS = 120
 
 
 @dataclass(slots=True)
@@ -30,6 +34,7 @@ class DeviceState:
     in_db: bool = False  # a device document exists (loaded, or written by a flush)
     seen_changed: bool = False  # a new inbound message since the last flush moves it up the list
     version: int = 0  # bumped on every change; a flush marks clean only what it wrote
+    touched: float = 0.0  # when a message was last numbered (the book forgets idle devices only)
 
 
 def state_from_document(doc):
@@ -49,10 +54,15 @@ def state_from_document(doc):
 
 
 class DeviceBook:
-    """Per-device state of the bridge's process, least recently used first; dirty states stay."""
+    """Per-device state of the bridge's process, least recently used first.
 
-    def __init__(self, capacity=DEFAULT_CAPACITY):
+    Beyond `capacity` it forgets devices idle for IDLE_SECONDS whose state is written,
+    so it holds at most the capacity or the devices active lately, whichever is more.
+    """
+
+    def __init__(self, capacity=DEFAULT_CAPACITY, clock=time.monotonic):
         self.capacity = capacity
+        self.clock = clock
         self._states = OrderedDict()
         self._dirty = set()
         self._changed = set()
@@ -71,8 +81,8 @@ class DeviceBook:
 
     def load(self, state):
         """Hold a device's state read from the database (or a new device's empty state)."""
+        state.touched = self.clock()
         self._states[state.device_id] = state
-        self._evict()
 
     def number(self, docs):
         """Give each message the next `seq` of its device, in arrival order; the devices must be held.
@@ -80,9 +90,11 @@ class DeviceBook:
         `received_at` is raised to the device's previous message's time if the clock went
         back, so a device's history is in the same order by number and by time.
         """
+        now = self.clock()
         for doc in docs:
             state = self._states[doc["device_id"]]
             self._states.move_to_end(doc["device_id"])
+            state.touched = now
             state.next_seq += 1
             doc["seq"] = state.next_seq
             if state.last_at is not None and doc["received_at"] < state.last_at:
@@ -146,14 +158,14 @@ class DeviceBook:
         return [self._states[d] for d in changed if d in self._states]
 
     def _evict(self):
-        """Forget the least recently used clean states beyond the capacity."""
+        """Forget the least recently used idle, written states beyond the capacity."""
         excess = len(self._states) - self.capacity
         if excess <= 0:
             return
-        victims = []
-        for device_id in self._states:
-            if len(victims) == excess:
-                break
+        victims, idle_before = [], self.clock() - IDLE_SECONDS
+        for device_id, state in self._states.items():
+            if len(victims) == excess or state.touched > idle_before:
+                break  # the rest were used more recently still
             if device_id not in self._dirty:
                 victims.append(device_id)
         for device_id in victims:

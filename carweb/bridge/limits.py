@@ -47,14 +47,15 @@ class ByteBudget:
 class RateLimitedLog:
     """Log a warning per kind at most once per interval, saying how many were left out."""
 
-    def __init__(self, logger, interval=60.0):
+    def __init__(self, logger, interval=60.0, clock=time.monotonic):
         self.logger = logger
         self.interval = interval
+        self.clock = clock
         self._last = {}
 
     def warning(self, kind, message, *args):
         """Log now, or count it towards the next line of this kind."""
-        now = time.monotonic()
+        now = self.clock()
         last, left_out = self._last.get(kind, (None, 0))
         if last is not None and now - last < self.interval:
             self._last[kind] = (last, left_out + 1)
