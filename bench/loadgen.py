@@ -304,6 +304,8 @@ def build_devices(args, prefix):
     period = args.devices / args.rate
     with_msg_id = set(random.sample(range(args.devices), round(args.msg_id_share * args.devices)))
     devices = [SteadyDevice(f"{prefix}-{n}", period, n in with_msg_id) for n in range(args.devices)]
+    for device in devices:
+        device.topic_field = mqtt_string(f"{device.device_id}/{args.topic}")
     devices += [
         BurstDevice(f"{prefix}-burst-{k}", args.burst_every, args.burst_size, args.burst_window)
         for k in range(args.bursters)
@@ -528,6 +530,7 @@ def add_fleet_options(parser):
     parser.add_argument("--prefix", help="device id prefix (default: random hex)")
     parser.add_argument("--rate", type=positive, default=900, help="msg/s of all steady devices together")
     parser.add_argument("--msg-id-share", type=float, default=0.5, help="share of steady devices with msg_id")
+    parser.add_argument("--topic", default="telemetry", help="steady devices publish on <id>/TOPIC")
     parser.add_argument("--bursters", type=int, default=5)
     parser.add_argument("--burst-every", type=positive, default=60, help="mean seconds between bursts")
     parser.add_argument("--burst-size", type=int, default=1500)

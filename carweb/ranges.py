@@ -17,9 +17,12 @@ def walk_down(read_range, top, wanted, read_limit, keep=None, stop=None):
     `read_range(low, high)` returns the documents numbered in (low, high], newest first;
     `keep(doc)` says which count (all by default), `stop(doc)` that nothing older can.
     Returns the kept documents, the number below which nothing was read (0 when the
-    walk reached the start) and how many documents were read.
+    walk reached the start) and how many documents were read. Without `keep` the first
+    range is as wide as the documents wanted; with it, as wide as the reads allowed (a
+    filter's matches are unknown, and one query costs less than two).
     """
-    kept, high, rate, reads, queries = [], top, 1.0, 0, 0
+    kept, high, reads, queries = [], top, 0, 0
+    rate = 1.0 if keep is None else wanted / read_limit
     while len(kept) < wanted and high > 0 and reads < read_limit and queries < MAX_QUERIES:
         width = min(math.ceil((wanted - len(kept)) / rate), read_limit - reads)
         low = max(high - max(width, 1), 0)

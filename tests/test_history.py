@@ -8,15 +8,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from bson import ObjectId
 
-from carweb.history import HistoryQuery, decode_cursor, encode_cursor, message_page, messages_after
+from carweb.history import PAGE_READS, HistoryQuery, decode_cursor, encode_cursor, message_page, messages_after
 from carweb.models import Device, Message
 from tests.db_support import documents_examined
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 PAGE = 50
 HISTORY = 3000
-# Four pages' worth plus the small probes that find the newest number and a time's number.
-READ_BOUND = 4 * PAGE + 150
+# The pages a filter may read, plus the small probes that find the newest number and a time's number.
+READ_BOUND = PAGE_READS * PAGE + 60
 
 
 def seed(device_id, times, topics=None, skip=()):

@@ -1,0 +1,280 @@
+"""A fleet soak: 10,000 devices for ten minutes, a few bursting, one sending poison throughout.
+
+Usage: python -m bench.fleet [--devices 10000] [--rate 1000] [--minutes 10] [--bursters 5]
+    [--burst-size 1500] [--burst-every 60] [--watch 200]
+Starts SecantusDB (on disk), Mosquitto and carweb (gunicorn, embedded bridge) on free
+ports. The devices are `bench/loadgen.py` in its own process, one MQTT connection each:
+first every device says hello once (the fleet appears), then the soak runs. Meanwhile a
+Socket.IO client watches `--watch` steady devices, every burster and the device list, as
+open pages would, and takes each message's publish-to-page latency from the `t` its
+payload carries; another thread times the device list and device pages every few
+seconds; the bridge process's memory is sampled. At the end every message the broker
+acknowledged is looked for in the database: lost and stored twice must both be 0.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import requests
+import socketio
+
+from bench.stack import benchmark_stack
+
+MEMORY_EVERY, PAGES_EVERY = 5.0, 3.0
+
+
+def percentile(values, share):
+    """The value below which `share` of the values lie (None for none)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else None
+
+
+def worker_rss_mb(master_pid):
+    """Resident memory (MiB) of gunicorn's worker, the process that runs the bridge."""
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    status = Path(f"/proc/{children[0]}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
+
+
+class Sampler(threading.Thread):
+    """Calls `sample()` every `every` seconds until stopped; keeps (time, value) pairs."""
+
+    def __init__(self, every, sample):
+        super().__init__(daemon=True)
+        self.every, self.sample, self.values = every, sample, []
+        self.stopped = threading.Event()
+
+    def run(self):
+        while not self.stopped.wait(self.every):
+            try:
+                self.values.append((time.time(), self.sample()))
+            except Exception as exc:  # noqa: BLE001 - a failed sample is reported, the soak goes on
+                self.values.append((time.time(), exc))
+
+
+class LivePages:
+    """A Socket.IO client with the device list and some device pages open; latencies per device class."""
+
+    def __init__(self, url, cookie):
+        self.latencies = {"steady": [], "burst": []}
+        self.device_events = 0
+        self.client = socketio.Client(reconnection=False)
+        self.client.on("messages", self.on_messages)
+        self.client.on("devices", self.on_devices)
+        self.client.connect(url, headers={"Cookie": cookie}, transports=["websocket"], wait_timeout=10)
+
+    def watch(self, device_ids):
+        """Open the pages of these devices and the device list."""
+        for device_id in device_ids:
+            assert self.client.call("watch_device", {"device_id": device_id}, timeout=10)["ok"]
+        assert self.client.call("watch_devices", timeout=10)
+
+    def on_messages(self, messages):
+        """Latency of each telemetry message: now minus the publish time in its payload."""
+        now = time.time()
+        for message in messages:
+            if not message["topic"].endswith("/telemetry"):
+                continue
+            kind = "burst" if "-burst-" in message["topic"] else "steady"
+            self.latencies[kind].append((now - json.loads(message["body"])["t"]) * 1000)
+
+    def on_devices(self, devices):
+        """Count the device-list updates a fleet page receives."""
+        self.device_events += len(devices)
+
+    def close(self):
+        """Close the pages."""
+        self.client.disconnect()
+
+
+def run_loadgen(stack, workdir, name, *args):
+    """Start `bench.loadgen` as its own process; return it and the path of its summary."""
+    out = Path(workdir) / f"{name}.json"
+    command = [
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        "--port",
+        str(stack.mqtt_port),
+        "--out",
+        str(out),
+        *args,
+    ]
+    log = open(Path(workdir) / f"{name}.log", "wb")  # noqa: SIM115 - the child keeps it open
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), out
+
+
+def wait_for_stored(stack, count, timeout):
+    """Wait until carweb's stored counter reaches `count`; the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if stack.metrics().get("carweb_messages_stored_total", 0) >= count:
+            return time.monotonic() - started
+        time.sleep(0.5)
+    return None
+
+
+def warm_up(stack, workdir, args, prefix):
+    """Every device says hello once (on `<id>/hello`), so the soak starts with the fleet known."""
+    started = time.monotonic()
+    before = stack.metrics().get("carweb_messages_stored_total", 0)
+    fleet = ["--devices", str(args.devices), "--prefix", prefix, "--bursters", "0", "--poison", "0"]
+    process, out = run_loadgen(
+        stack, workdir, "hello", *fleet, "--topic", "hello", "--rate", str(args.devices)
+    )
+    process.wait()
+    sent = json.loads(out.read_text())["acked"]
+    wait_for_stored(stack, before + sent, timeout=600)
+    print(
+        f"warm-up: {args.devices} devices connected, said hello and were stored in {time.monotonic() - started:.0f} s"
+    )
+
+
+def page_cursor(base, cookie, pages):
+    """The `/devices` address of page number `pages`, found by following its Older links."""
+    path = "/devices"
+    for _ in range(pages - 1):
+        html = requests.get(base + path, headers={"Cookie": cookie}, timeout=30).text
+        if 'id="older-devices" href="' not in html:
+            break
+        path = html.split('id="older-devices" href="')[1].split('"')[0].replace("&amp;", "&")
+    return path
+
+
+def time_pages(base, cookie, pages):
+    """One round of page timings: {label: milliseconds of the whole request}."""
+    timings = {}
+    for label, path in pages.items():
+        response = requests.get(base + path, headers={"Cookie": cookie}, timeout=30)
+        assert response.status_code == 200, (path, response.status_code)
+        timings[label] = response.elapsed.total_seconds() * 1000
+    return timings
+
+
+def account(stack, summary):
+    """(lost, stored twice, stored) of the soak's telemetry, from the database against the acks."""
+    acked = {}
+    for device_id, report in summary["devices"].items():
+        unacked = set(report["unacked_n"])
+        acked[device_id] = {n for n in range(report["published"]) if n not in unacked}
+    stored = Counter()
+    with stack.mongo() as mongo:
+        query = {"topic": {"$regex": "/telemetry$"}}
+        for doc in mongo[stack.db_name].messages.find(query, {"device_id": 1, "data.n": 1}):
+            if doc.get("data") and "n" in doc["data"]:
+                stored[(doc["device_id"], doc["data"]["n"])] += 1
+    lost = sum(1 for device_id, numbers in acked.items() for n in numbers if (device_id, n) not in stored)
+    twice = sum(count - 1 for count in stored.values() if count > 1)
+    return lost, twice, sum(stored.values())
+
+
+def soak(stack, workdir, args):
+    """Warm up, run the soak with its observers, and print the figures."""
+    base = stack.start_carweb(CARWEB_METRICS_TOKEN="bench")
+    cookie = stack.logged_in_cookie()
+    prefix = f"soak{int(time.time()) % 100000}"
+    warm_up(stack, workdir, args, prefix)
+    master = stack.processes[-1].pid
+    pages = {
+        "/devices": "/devices",
+        "/devices, page 150": page_cursor(base, cookie, 150),
+        "steady device page": f"/devices/{prefix}-1",
+        "burster's device page": f"/devices/{prefix}-burst-0",
+        "search": f"/devices?q={prefix}-99",
+    }
+    live = LivePages(base, cookie)
+    step = max(args.devices // max(args.watch, 1), 1)
+    live.watch([f"{prefix}-{n}" for n in range(0, args.devices, step)][: args.watch])
+    live.watch([f"{prefix}-burst-{k}" for k in range(args.bursters)])
+    memory = Sampler(MEMORY_EVERY, lambda: worker_rss_mb(master))
+    timings = Sampler(PAGES_EVERY, lambda: time_pages(base, cookie, pages))
+    start_memory = worker_rss_mb(master)
+    memory.start()
+    stored_before = stack.metrics().get("carweb_messages_stored_total", 0)
+    fleet = ["--devices", str(args.devices), "--prefix", prefix, "--rate", str(steady_rate(args))]
+    fleet += ["--bursters", str(args.bursters), "--burst-size", str(args.burst_size)]
+    fleet += ["--burst-every", str(args.burst_every), "--duration", str(args.minutes * 60)]
+    process, out = run_loadgen(stack, workdir, "soak", *fleet)
+    timings.start()
+    process.wait()
+    summary = json.loads(out.read_text())
+    drained = wait_for_stored(stack, stored_before + summary["acked"], timeout=600)
+    timings.stopped.set()
+    time.sleep(2)  # the last live events
+    memory.stopped.set()
+    live.close()
+    report(args, summary, live, memory, timings, start_memory, worker_rss_mb(master), drained, stack)
+
+
+def steady_rate(args):
+    """Messages/s of the steady devices: the fleet's rate less the bursts' and the poison's average."""
+    return max(args.rate - args.bursters * args.burst_size / args.burst_every - 1, 1)
+
+
+def report(args, summary, live, memory, timings, start_memory, end_memory, drained, stack):
+    """Print the soak's figures."""
+    lost, twice, stored = account(stack, summary)
+    metrics = stack.metrics()
+    poison = summary["poison"]
+    print(
+        f"soak: {summary['published']} messages in {summary['publish_seconds']:.0f} s "
+        f"({summary['messages_per_s']:.0f} msg/s) from {args.devices} devices, {args.bursters} bursters, "
+        f"1 poison device; {summary['reconnects']} reconnects; load generator CPU {summary['cpu_seconds']:.0f} s"
+    )
+    print(
+        f"messages lost: {lost}   stored twice: {twice}   (telemetry stored: {stored}, "
+        f"drained {drained if drained is None else round(drained, 1)} s after the last publish)"
+    )
+    print(
+        f"poison: {len(poison)} sent, {sum(p['acked'] for p in poison)} acked by the broker; carweb "
+        f"stored raw {metrics.get('carweb_messages_stored_raw_total', 0):.0f}, "
+        f"dropped {sum(v for k, v in metrics.items() if k.startswith('carweb_messages_dropped_total')):.0f}, "
+        f"bridge restarts {metrics.get('carweb_bridge_restarts_total', 0):.0f}"
+    )
+    for kind, values in live.latencies.items():
+        print(
+            f"publish -> live page, {kind:6s}: {len(values):7d} messages  p50 {percentile(values, 0.5) or 0:7.1f} ms"
+            f"  p99 {percentile(values, 0.99) or 0:7.1f} ms  max {max(values, default=0):8.1f} ms"
+        )
+    print(f"device-list updates received by the open list page: {live.device_events}")
+    samples = [value for _, value in memory.values if isinstance(value, float)]
+    print(
+        f"bridge process memory: start {start_memory:.1f} MiB, end {end_memory:.1f} MiB, "
+        f"max {max(samples, default=end_memory):.1f} MiB, growth {end_memory - start_memory:+.1f} MiB"
+    )
+    rounds = [value for _, value in timings.values if isinstance(value, dict)]
+    failures = len(timings.values) - len(rounds)
+    for label in rounds[0] if rounds else ():
+        values = [r[label] for r in rounds]
+        print(
+            f"  {label:24s} during the soak: median {percentile(values, 0.5):7.1f} ms  p95 "
+            f"{percentile(values, 0.95):7.1f} ms  max {max(values):7.1f} ms  ({len(values)} requests)"
+        )
+    if failures:
+        print(f"  page timing rounds that failed: {failures}")
+
+
+def main():
+    """Parse arguments, start the stack and soak."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=1000, help="messages/s of the whole fleet")
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--bursters", type=int, default=5)
+    parser.add_argument("--burst-size", type=int, default=1500)
+    parser.add_argument("--burst-every", type=float, default=60)
+    parser.add_argument("--watch", type=int, default=200, help="steady devices whose pages are open")
+    args = parser.parse_args()
+    with benchmark_stack() as stack, tempfile.TemporaryDirectory(prefix="carweb-soak-") as workdir:
+        soak(stack, workdir, args)
+
+
+if __name__ == "__main__":
+    main()
