@@ -9,7 +9,6 @@ exact id, beside the devices each request read.
 """
 
 import argparse
-import tempfile
 import time
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -17,11 +16,11 @@ from types import SimpleNamespace
 import mongoengine
 
 from bench.history import logged_in_client, settle, timed
+from bench.stack import on_database
 from carweb.bridge.book import DeviceBook
 from carweb.bridge.documents import build_documents
 from carweb.bridge.flush import flush_devices
 from carweb.bridge.ingest import prepare_batch, store_messages
-from carweb.devstack import free_port, mongodb_uri, start_secantus, stop_processes
 from carweb.fleet import device_page
 from carweb.upgrade import prepare_database
 
@@ -86,21 +85,12 @@ def measure(count, uri, database=None):
 
 
 def main():
-    """Parse arguments, start a database when none is given, and measure."""
+    """Parse arguments and measure, on a database started for it when none is given."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--mongodb-uri", default=None)
     args = parser.parse_args()
-    if args.mongodb_uri:
-        measure(args.devices, args.mongodb_uri)
-        return
-    port = free_port()
-    with tempfile.TemporaryDirectory() as storage:
-        process = start_secantus(port, storage)
-        try:
-            measure(args.devices, mongodb_uri(port, "bench_devices"), process)
-        finally:
-            stop_processes([process])
+    on_database(measure, args.devices, args.mongodb_uri, "bench_devices")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ time filter that match nothing, and prints each median beside the documents the 
 
 import argparse
 import statistics
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -19,9 +18,9 @@ from pathlib import Path
 import mongoengine
 from bson import ObjectId
 
+from bench.stack import on_database
 from carweb import create_app
 from carweb.config import TestConfig
-from carweb.devstack import free_port, mongodb_uri, start_secantus, stop_processes
 from carweb.history import HistoryQuery, message_page
 from carweb.models import Device, Message, User
 from carweb.upgrade import prepare_database
@@ -175,21 +174,12 @@ def render_page(client, device_id, query_string):
 
 
 def main():
-    """Parse arguments, start a database when none is given, and measure."""
+    """Parse arguments and measure, on a database started for it when none is given."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--mongodb-uri", default=None)
     args = parser.parse_args()
-    if args.mongodb_uri:
-        measure(args.messages, args.mongodb_uri)
-        return
-    port = free_port()
-    with tempfile.TemporaryDirectory() as storage:
-        process = start_secantus(port, storage)
-        try:
-            measure(args.messages, mongodb_uri(port, "bench_history"), process)
-        finally:
-            stop_processes([process])
+    on_database(measure, args.messages, args.mongodb_uri, "bench_history")
 
 
 if __name__ == "__main__":

@@ -107,3 +107,17 @@ def benchmark_stack():
         finally:
             stop_processes(stack.processes)
             logs.close()
+
+
+def on_database(measure, size, uri, name):
+    """`measure(size, uri, database process)` on `uri`, or on a SecantusDB started for it and stopped after."""
+    if uri:
+        measure(size, uri, None)
+        return
+    port = free_port()
+    with tempfile.TemporaryDirectory() as storage:
+        process = start_secantus(port, storage)
+        try:
+            measure(size, mongodb_uri(port, name), process)
+        finally:
+            stop_processes([process])
