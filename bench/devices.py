@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import mongoengine
 
 from bench.history import logged_in_client, settle, timed
-from bench.stack import on_database
+from bench.stack import device_list_page, on_database
 from carweb.bridge.book import DeviceBook
 from carweb.bridge.documents import build_documents
 from carweb.bridge.flush import flush_devices
@@ -47,14 +47,6 @@ def now():
     return datetime.now(UTC)
 
 
-def older_link(client, path, pages):
-    """The address of page `pages` of the device list, by following Older links from `path`."""
-    for _ in range(pages - 1):
-        html = client.get(path).get_data(as_text=True)
-        path = html.split('id="older-devices" href="')[1].split('"')[0].replace("&amp;", "&")
-    return path
-
-
 def measure(count, uri, database=None):
     """Seed the fleet and print the device list's times."""
     mongoengine.connect(host=uri, tz_aware=True)
@@ -66,7 +58,7 @@ def measure(count, uri, database=None):
     )
     settle(database)
     client = logged_in_client(uri)
-    deep = older_link(client, "/devices", 150)
+    deep = device_list_page(lambda path: client.get(path).get_data(as_text=True), 150)
     before = int(deep.split("before=")[1]) if "before=" in deep else None
     requests = [
         ("/devices (first page)", "/devices", lambda: device_page(limit=50).reads),

@@ -25,7 +25,7 @@ from pathlib import Path
 import requests
 import socketio
 
-from bench.stack import benchmark_stack
+from bench.stack import benchmark_stack, device_list_page
 
 MEMORY_EVERY, PAGES_EVERY = 5.0, 3.0
 
@@ -137,17 +137,6 @@ def warm_up(stack, workdir, args, prefix):
     )
 
 
-def page_cursor(base, cookie, pages):
-    """The `/devices` address of page number `pages`, found by following its Older links."""
-    path = "/devices"
-    for _ in range(pages - 1):
-        html = requests.get(base + path, headers={"Cookie": cookie}, timeout=30).text
-        if 'id="older-devices" href="' not in html:
-            break
-        path = html.split('id="older-devices" href="')[1].split('"')[0].replace("&amp;", "&")
-    return path
-
-
 def time_pages(base, cookie, pages):
     """One round of page timings: {label: milliseconds of the whole request}."""
     timings = {}
@@ -184,7 +173,9 @@ def soak(stack, workdir, args):
     master = stack.processes[-1].pid
     pages = {
         "/devices": "/devices",
-        "/devices, page 150": page_cursor(base, cookie, 150),
+        "/devices, page 150": device_list_page(
+            lambda path: requests.get(base + path, headers={"Cookie": cookie}, timeout=30).text, 150
+        ),
         "steady device page": f"/devices/{prefix}-1",
         "burster's device page": f"/devices/{prefix}-burst-0",
         "search": f"/devices?q={prefix}-99",

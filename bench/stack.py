@@ -121,3 +121,14 @@ def on_database(measure, size, uri, name):
             measure(size, mongodb_uri(port, name), process)
         finally:
             stop_processes([process])
+
+
+def device_list_page(get_html, pages):
+    """The address of page `pages` of the device list (or its last), following Older links with `get_html(path)`."""
+    path = "/devices"
+    for _ in range(pages - 1):
+        html = get_html(path)
+        if 'id="older-devices" href="' not in html:
+            break
+        path = html.split('id="older-devices" href="')[1].split('"')[0].replace("&amp;", "&")
+    return path
