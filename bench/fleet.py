@@ -14,12 +14,15 @@ acknowledged is looked for in the database: lost and stored twice must both be 0
 
 import argparse
 import json
+import re
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import requests
@@ -64,6 +67,7 @@ class LivePages:
 
     def __init__(self, url, cookie):
         self.latencies = {"steady": [], "burst": []}
+        self.to_bridge = []  # steady: publish -> the bridge's received_at (device, broker, the bridge's reading)
         self.device_events = 0
         self.client = socketio.Client(reconnection=False)
         self.client.on("messages", self.on_messages)
@@ -83,7 +87,11 @@ class LivePages:
             if not message["topic"].endswith("/telemetry"):
                 continue
             kind = "burst" if "-burst-" in message["topic"] else "steady"
-            self.latencies[kind].append((now - json.loads(message["body"])["t"]) * 1000)
+            published = json.loads(message["body"])["t"]
+            self.latencies[kind].append((now - published) * 1000)
+            if kind == "steady":
+                received = datetime.fromisoformat(message["received_at"]).timestamp()
+                self.to_bridge.append((received - published) * 1000)
 
     def on_devices(self, devices):
         """Count the device-list updates a fleet page receives."""
@@ -126,22 +134,33 @@ def warm_up(stack, workdir, args, prefix):
     started = time.monotonic()
     before = stack.metrics().get("carweb_messages_stored_total", 0)
     fleet = ["--devices", str(args.devices), "--prefix", prefix, "--bursters", "0", "--poison", "0"]
-    process, out = run_loadgen(
-        stack, workdir, "hello", *fleet, "--topic", "hello", "--rate", str(args.devices)
-    )
+    fleet += ["--msg-id-share", "0"]  # the soak numbers its messages from 0 again
+    # Each device's first message comes within its period (2 s here), so 2.5 s reach them all.
+    pace = ["--topic", "hello", "--rate", str(args.devices / 2), "--duration", "2.5"]
+    process, out = run_loadgen(stack, workdir, "hello", *fleet, *pace)
     process.wait()
     sent = json.loads(out.read_text())["acked"]
     wait_for_stored(stack, before + sent, timeout=600)
+    with stack.mongo() as mongo:  # and their documents written (the bridge writes them behind the stream)
+        devices = mongo[stack.db_name].devices
+        while devices.count_documents({"device_id": {"$regex": f"^{prefix}-"}}) < args.devices:
+            time.sleep(1)
     print(
         f"warm-up: {args.devices} devices connected, said hello and were stored in {time.monotonic() - started:.0f} s"
     )
 
 
 def time_pages(base, cookie, pages):
-    """One round of page timings: {label: milliseconds of the whole request}."""
+    """One round of page timings: {label: milliseconds of the whole request}.
+
+    A device page that is not there yet (a burster that has not spoken) is left out of
+    the round; any other answer than 200 fails it.
+    """
     timings = {}
     for label, path in pages.items():
         response = requests.get(base + path, headers={"Cookie": cookie}, timeout=30)
+        if response.status_code == 404 and path.startswith("/devices/"):
+            continue
         assert response.status_code == 200, (path, response.status_code)
         timings[label] = response.elapsed.total_seconds() * 1000
     return timings
@@ -151,6 +170,8 @@ def account(stack, summary):
     """(lost, stored twice, stored) of the soak's telemetry, from the database against the acks."""
     acked = {}
     for device_id, report in summary["devices"].items():
+        if "-poison-" in device_id:
+            continue  # counted apart: its payloads are not telemetry
         unacked = set(report["unacked_n"])
         acked[device_id] = {n for n in range(report["published"]) if n not in unacked}
     stored = Counter()
@@ -184,7 +205,9 @@ def soak(stack, workdir, args):
     step = max(args.devices // max(args.watch, 1), 1)
     live.watch([f"{prefix}-{n}" for n in range(0, args.devices, step)][: args.watch])
     live.watch([f"{prefix}-burst-{k}" for k in range(args.bursters)])
-    memory = Sampler(MEMORY_EVERY, lambda: worker_rss_mb(master))
+    memory = Sampler(
+        MEMORY_EVERY, lambda: (worker_rss_mb(master), stack.metrics().get("carweb_devices_unflushed", 0))
+    )
     timings = Sampler(PAGES_EVERY, lambda: time_pages(base, cookie, pages))
     start_memory = worker_rss_mb(master)
     memory.start()
@@ -193,10 +216,15 @@ def soak(stack, workdir, args):
     fleet += ["--bursters", str(args.bursters), "--burst-size", str(args.burst_size)]
     fleet += ["--burst-every", str(args.burst_every), "--duration", str(args.minutes * 60)]
     process, out = run_loadgen(stack, workdir, "soak", *fleet)
-    timings.start()
-    process.wait()
+    if not args.no_pages:
+        timings.start()
+    try:
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.terminate()
     summary = json.loads(out.read_text())
-    drained = wait_for_stored(stack, stored_before + summary["acked"], timeout=600)
+    drained = wait_for_stored(stack, stored_before + summary["acked"], timeout=300)
     timings.stopped.set()
     time.sleep(2)  # the last live events
     memory.stopped.set()
@@ -223,8 +251,12 @@ def report(args, summary, live, memory, timings, start_memory, end_memory, drain
         f"messages lost: {lost}   stored twice: {twice}   (telemetry stored: {stored}, "
         f"drained {drained if drained is None else round(drained, 1)} s after the last publish)"
     )
+    with stack.mongo() as mongo:
+        poison_stored = mongo[stack.db_name].messages.count_documents(
+            {"topic": {"$regex": "-poison-[0-9]+/"}}
+        )
     print(
-        f"poison: {len(poison)} sent, {sum(p['acked'] for p in poison)} acked by the broker; carweb "
+        f"poison: {len(poison)} sent, {sum(p['acked'] for p in poison)} acked by the broker, {poison_stored} stored; carweb "
         f"stored raw {metrics.get('carweb_messages_stored_raw_total', 0):.0f}, "
         f"dropped {sum(v for k, v in metrics.items() if k.startswith('carweb_messages_dropped_total')):.0f}, "
         f"bridge restarts {metrics.get('carweb_bridge_restarts_total', 0):.0f}"
@@ -234,22 +266,66 @@ def report(args, summary, live, memory, timings, start_memory, end_memory, drain
             f"publish -> live page, {kind:6s}: {len(values):7d} messages  p50 {percentile(values, 0.5) or 0:7.1f} ms"
             f"  p99 {percentile(values, 0.99) or 0:7.1f} ms  max {max(values, default=0):8.1f} ms"
         )
+    print(
+        f"  of which publish -> the bridge's received_at, steady: p50 {percentile(live.to_bridge, 0.5) or 0:.1f} ms"
+        f"  p99 {percentile(live.to_bridge, 0.99) or 0:.1f} ms (the rest is carweb's pipeline and Socket.IO)"
+    )
     print(f"device-list updates received by the open list page: {live.device_events}")
-    samples = [value for _, value in memory.values if isinstance(value, float)]
+    samples = [value[0] for _, value in memory.values if isinstance(value, tuple)]
+    unflushed = [value[1] for _, value in memory.values if isinstance(value, tuple)]
     print(
         f"bridge process memory: start {start_memory:.1f} MiB, end {end_memory:.1f} MiB, "
         f"max {max(samples, default=end_memory):.1f} MiB, growth {end_memory - start_memory:+.1f} MiB"
     )
+    print(
+        f"devices waiting for their document's write, sampled every {MEMORY_EVERY:g} s: median "
+        f"{percentile(unflushed, 0.5) or 0:.0f}, max {max(unflushed, default=0):.0f}"
+    )
     rounds = [value for _, value in timings.values if isinstance(value, dict)]
     failures = len(timings.values) - len(rounds)
-    for label in rounds[0] if rounds else ():
-        values = [r[label] for r in rounds]
+    for label in dict.fromkeys(label for r in rounds for label in r):
+        values = [r[label] for r in rounds if label in r]
         print(
             f"  {label:24s} during the soak: median {percentile(values, 0.5):7.1f} ms  p95 "
             f"{percentile(values, 0.95):7.1f} ms  max {max(values):7.1f} ms  ({len(values)} requests)"
         )
+    for stage, (count, p50, p99) in sorted(stage_percentiles(metrics).items()):
+        print(
+            f"  bridge stage {stage:7s}: {count} batches, p50 <= {p50 * 1000:g} ms, p99 <= {p99 * 1000:g} ms"
+        )
+    count, p50, p99 = histogram_percentiles(metrics, "carweb_ingest_live_seconds_bucket{")
+    print(
+        f"  arrival at the bridge -> sent to live pages, all {count} messages: "
+        f"p50 <= {p50 * 1000:g} ms, p99 <= {p99 * 1000:g} ms"
+    )
     if failures:
-        print(f"  page timing rounds that failed: {failures}")
+        errors = Counter(repr(value)[:160] for _, value in timings.values if not isinstance(value, dict))
+        print(f"  page timing rounds that failed: {failures}: {dict(errors)}")
+
+
+def stage_percentiles(metrics):
+    """{stage: (count, p50 bound, p99 bound)} from carweb's per-batch stage histogram (bucket bounds, s)."""
+    stages = {
+        re.search(r'stage="([^"]+)"', key)[1]
+        for key in metrics
+        if key.startswith("carweb_ingest_stage_seconds_bucket")
+    }
+    return {
+        stage: histogram_percentiles(metrics, "carweb_ingest_stage_seconds_bucket{", f'stage="{stage}"')
+        for stage in stages
+    }
+
+
+def histogram_percentiles(metrics, prefix, label=""):
+    """(count, p50 bound, p99 bound) of a Prometheus histogram's buckets (seconds)."""
+    buckets = sorted(
+        (float(re.search(r'le="([^"]+)"', key)[1]), value)
+        for key, value in metrics.items()
+        if key.startswith(prefix) and label in key
+    )
+    total = buckets[-1][1] if buckets else 0
+    bound = {share: next((le for le, n in buckets if n >= share * total), 0) for share in (0.5, 0.99)}
+    return int(total), bound[0.5], bound[0.99]
 
 
 def main():
@@ -262,7 +338,9 @@ def main():
     parser.add_argument("--burst-size", type=int, default=1500)
     parser.add_argument("--burst-every", type=float, default=60)
     parser.add_argument("--watch", type=int, default=200, help="steady devices whose pages are open")
+    parser.add_argument("--no-pages", action="store_true", help="do not time pages during the soak")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench.fleet: terminated"))  # so the stack is stopped
     with benchmark_stack() as stack, tempfile.TemporaryDirectory(prefix="carweb-soak-") as workdir:
         soak(stack, workdir, args)
 

@@ -91,7 +91,7 @@ def mosquitto_config(port, data_dir, extra=""):
         "log_type error",
         "log_type warning",
         "max_queued_messages 100000",
-        "max_inflight_messages 2000",
+        "max_inflight_messages 10000",
         "set_tcp_nodelay true",
     ]
     if os.geteuid() == 0:

@@ -1,6 +1,6 @@
 """Prometheus counters of the bridge, served at /metrics."""
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 received = Counter("carweb_messages_received", "MQTT messages received from the broker")
 stored = Counter("carweb_messages_stored", "Messages written to MongoDB")
@@ -21,4 +21,17 @@ held_bytes = Gauge(
 chunk_requests_refused = Counter(
     "carweb_chunk_requests_refused",
     "Firmware chunk requests refused (malformed, no open job, repeated, past the end)",
+)
+stage_seconds = Histogram(
+    "carweb_ingest_stage_seconds",
+    "Seconds a batch spent in each step of the bridge: waiting in the queue (its oldest message), "
+    "numbering, writing, and finishing (counting, live pages, handlers, acks)",
+    ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+devices_unflushed = Gauge("carweb_devices_unflushed", "Devices whose counters the bridge has not yet written")
+live_seconds = Histogram(
+    "carweb_ingest_live_seconds",
+    "Seconds from a message's arrival at the bridge until it is stored and sent to the live pages",
+    buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5, 5),
 )

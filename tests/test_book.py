@@ -7,7 +7,7 @@ import gevent
 from bson import ObjectId
 
 from carweb.bridge.book import DeviceBook, DeviceState, state_from_document
-from carweb.bridge.limits import ByteBudget, RateLimitedLog
+from carweb.bridge.limits import ArrivalWatermark, ByteBudget, FairQueue, RateLimitedLog
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -128,3 +128,41 @@ def test_rate_limited_log_says_how_many_it_left_out(caplog):
         "message refused: other",
         "message refused: bad (and 4 more since the last report)",
     ]
+
+
+def test_fair_queue_spreads_a_burst_over_batches_and_keeps_each_devices_order():
+    """A thousand of one device and one of another: the other's is in the first batch; order per device kept."""
+    queue = FairQueue(maxsize=5000)
+    for n in range(1000):
+        queue.put("burst", ("burst", n))
+    queue.put("quiet", ("quiet", 0))
+    first = queue.take(100)
+    assert first[-1] == ("quiet", 0) and len(first) == FairQueue.TURN + 1
+    rest = []
+    while queue.qsize():
+        rest += queue.take(100)
+    assert [n for device, n in first + rest if device == "burst"] == list(range(1000))
+
+
+def test_fair_queue_holds_the_producer_while_full():
+    """A full queue holds the producer until a batch is taken."""
+    queue = FairQueue(maxsize=3)
+    for n in range(3):
+        queue.put("a", n)
+    producer = gevent.spawn(queue.put, "a", 3)
+    gevent.sleep(0.01)
+    assert not producer.dead
+    assert queue.take(10) == [0, 1, 2]
+    producer.join(1)
+    assert queue.take(10) == [3]
+
+
+def test_watermark_moves_only_past_messages_finished_in_arrival_order():
+    """Finished out of order, the watermark waits for the oldest one still in the pipeline."""
+    ids = [ObjectId() for _ in range(4)]
+    watermark = ArrivalWatermark()
+    for message_id in ids:
+        watermark.arrived(message_id)
+    assert watermark.finished([ids[2], ids[3]]) is None
+    assert watermark.finished([ids[0]]) == ids[0]
+    assert watermark.finished([ids[1]]) == ids[3]

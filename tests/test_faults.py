@@ -131,6 +131,19 @@ def stored_numbers(stack, device_id):
         return [m["data"]["n"] for m in messages.find({"device_id": device_id}, {"data.n": 1})]
 
 
+def device_agrees_with_its_messages(stack, device_id):
+    """The device's document counts exactly its stored messages, and their numbers are unique."""
+    try:
+        client, messages = stack.messages()
+        with client:
+            numbers = [m["seq"] for m in messages.find({"device_id": device_id}, {"seq": 1})]
+            device = client[stack.db_name].devices.find_one({"device_id": device_id}) or {}
+    except pymongo.errors.PyMongoError:
+        return False
+    unique = len(numbers) == len(set(numbers))
+    return unique and device.get("message_count") == len(numbers) and device.get("last_seq") == max(numbers)
+
+
 def healthz(stack):
     """carweb's /healthz response."""
     return requests.get(f"http://127.0.0.1:{stack.web_port}/healthz", timeout=10)
@@ -167,6 +180,7 @@ def test_database_killed_mid_stream_loses_nothing_and_stores_nothing_twice(stack
     numbers = stored_numbers(stack, device_id)
     assert sorted(numbers) == list(range(MESSAGES))
     wait_until(lambda: healthz(stack).status_code == 200, timeout=30)
+    wait_until(lambda: device_agrees_with_its_messages(stack, device_id), timeout=30)
 
 
 def test_broker_restart_mid_stream_stores_every_acknowledged_message_once(stack):
@@ -209,3 +223,5 @@ def test_carweb_killed_mid_stream_resumes_its_session(stack, with_ids, record_pr
     assert sorted(set(numbers)) == list(range(MESSAGES))
     if with_ids:
         assert duplicates == 0
+    # What the killed process had counted but not yet written is recounted at the restart.
+    wait_until(lambda: device_agrees_with_its_messages(stack, device_id), timeout=30)

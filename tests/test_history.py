@@ -8,7 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from bson import ObjectId
 
-from carweb.history import PAGE_READS, HistoryQuery, decode_cursor, encode_cursor, message_page, messages_after
+from carweb.history import (
+    PAGE_READS,
+    HistoryQuery,
+    decode_cursor,
+    encode_cursor,
+    message_page,
+    messages_after,
+)
 from carweb.models import Device, Message
 from tests.db_support import documents_examined
 

@@ -71,6 +71,11 @@ class DeviceBook:
     def __len__(self):
         return len(self._states)
 
+    @property
+    def unflushed(self):
+        """How many devices have changes not yet written."""
+        return len(self._dirty)
+
     def get(self, device_id):
         """The state of a device, or None when the book does not hold it."""
         return self._states.get(device_id)
@@ -106,8 +111,13 @@ class DeviceBook:
         state = self._states[device_id]
         state.next_seq = max(state.next_seq, seq)
 
-    def record(self, docs):
-        """Count stored messages into their devices' states (they must be held); oldest first."""
+    def record(self, docs, through=None):
+        """Count stored messages into their devices' states (they must be held), each device's oldest first.
+
+        `through` is the _id up to which every message received is now counted (or
+        left out for good), the checkpoint a flush may move to; by default the last
+        document's, for callers that record whole batches in arrival order.
+        """
         for doc in docs:
             state = self._states.get(doc["device_id"])
             if state is None or doc.get("seq") is None:
@@ -115,8 +125,9 @@ class DeviceBook:
             self._apply(state, doc)
             self._dirty.add(state.device_id)
             self._changed.add(state.device_id)
-        if docs and (self.recorded_through is None or docs[-1]["_id"] > self.recorded_through):
-            self.recorded_through = docs[-1]["_id"]
+        through = through if through is not None else (docs[-1]["_id"] if docs else None)
+        if through is not None and (self.recorded_through is None or through > self.recorded_through):
+            self.recorded_through = through
 
     def _apply(self, state, doc):
         """One stored message's effect on its device."""

@@ -1,6 +1,7 @@
 """Limits that keep one device, or one burst, from exhausting the bridge: held bytes, log lines."""
 
 import time
+from collections import OrderedDict, deque
 
 import gevent.event
 
@@ -65,3 +66,78 @@ class RateLimitedLog:
             args += (left_out,)
         self.logger.warning(message, *args)
         self._last[kind] = (now, 0)
+
+
+class FairQueue:
+    """Messages waiting to be written, one queue per device, taken in turns.
+
+    A device that sends a thousand messages at once would otherwise put every other
+    device's messages behind its own: a batch takes at most TURN messages of each device,
+    the devices in turn, so a burst is spread over several small batches and everyone
+    else's messages go into the next one instead of waiting for a large write. Each
+    device's messages keep their order. `put` waits while `maxsize` messages are held.
+    """
+
+    TURN = 32
+
+    def __init__(self, maxsize):
+        self.maxsize = maxsize
+        self._devices = OrderedDict()  # device -> deque of items, in the order of their turns
+        self._size = 0
+        self._changed = gevent.event.Event()
+
+    def qsize(self):
+        """How many messages are waiting."""
+        return self._size
+
+    def put(self, device_id, item):
+        """Queue an item of a device, waiting while the queue is full."""
+        while self._size >= self.maxsize:
+            self._changed.clear()
+            self._changed.wait()
+        self._devices.setdefault(device_id, deque()).append(item)
+        self._size += 1
+        self._changed.set()
+
+    def take(self, limit):
+        """Wait for at least one item, then take up to `limit`: at most TURN of each device, devices in turn."""
+        while not self._size:
+            self._changed.clear()
+            self._changed.wait()
+        batch = []
+        for device_id in list(self._devices):
+            if len(batch) >= limit:
+                break
+            items = self._devices.pop(device_id)
+            for _ in range(min(self.TURN, limit - len(batch), len(items))):
+                batch.append(items.popleft())
+            if items:
+                self._devices[device_id] = items  # back in line, behind the others
+        self._size -= len(batch)
+        self._changed.set()
+        return batch
+
+
+class ArrivalWatermark:
+    """The newest message _id up to which every message received has been finished.
+
+    The fair queue finishes messages out of arrival order, so the last one finished says
+    nothing of older ones still waiting; the flush checkpoint must not pass those.
+    """
+
+    def __init__(self):
+        self._arrivals = deque()
+        self._finished = set()
+        self.through = None
+
+    def arrived(self, message_id):
+        """A message entered the pipeline."""
+        self._arrivals.append(message_id)
+
+    def finished(self, message_ids):
+        """These messages are stored and counted, or left out; return the new watermark."""
+        self._finished.update(message_ids)
+        while self._arrivals and self._arrivals[0] in self._finished:
+            self.through = self._arrivals.popleft()
+            self._finished.discard(self.through)
+        return self.through

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -66,6 +66,31 @@ def share_property_tables():
     Properties.__init__, Properties.clear, Properties._carweb_shared = __init__, clear, True
 
 
+class BridgeClient(mqtt.Client):
+    """paho's client, reading every packet that has arrived in one loop turn instead of one.
+
+    paho 2.2 reads a single packet per turn of its loop (unless it has QoS 2 traffic in
+    flight), and each turn waits in select(), which under gevent is a trip through the
+    hub: with the writers, the finisher and web requests ready to run, a burst then sat
+    in the socket's buffer for tens of milliseconds. Reading stops when the socket has
+    nothing more (paho's sockets are non-blocking) or after READ_BURST packets.
+    """
+
+    READ_BURST = 256
+
+    def loop_read(self, max_packets=1):
+        """Read and handle the packets that have arrived (up to READ_BURST)."""
+        for _ in range(self.READ_BURST):
+            if self._sock is None:
+                return MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                break
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
 def build_client(config, manual_ack=True, client_id=None, persistent=True):
     """A paho client configured from carweb's config, not yet connected."""
     share_property_tables()
@@ -74,7 +99,7 @@ def build_client(config, manual_ack=True, client_id=None, persistent=True):
     if protocol is None:
         raise ValueError("MQTT_PROTOCOL must be 5 or 3.1.1")
     v311_session = {} if protocol == MQTTProtocolVersion.MQTTv5 else {"clean_session": not persistent}
-    client = mqtt.Client(
+    client = BridgeClient(
         CallbackAPIVersion.VERSION2,
         client_id=client_id or config["MQTT_CLIENT_ID"],
         protocol=protocol,

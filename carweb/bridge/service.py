@@ -1,4 +1,4 @@
-"""The bridge service: network greenlet -> bounded queue -> writers -> finisher, acking after storing."""
+"""The bridge service: network greenlet -> fair bounded queue -> writers -> finisher, acking after storing."""
 
 import itertools
 import logging
@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import gevent
 import gevent.lock
-from gevent.queue import Empty, Queue
+from gevent.queue import Queue
 from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pymongo.errors import PyMongoError
@@ -19,7 +19,7 @@ from carweb.bridge.dispatch import dispatch
 from carweb.bridge.documents import document_or_none
 from carweb.bridge.flush import flush_devices, recover_unflushed
 from carweb.bridge.ingest import prepare_batch, store_messages
-from carweb.bridge.limits import ByteBudget, held_bytes
+from carweb.bridge.limits import ArrivalWatermark, ByteBudget, FairQueue, held_bytes
 from carweb.bridge.mqtt import build_client, connect_async
 from carweb.bridge.topics import SUBSCRIPTION
 
@@ -32,6 +32,7 @@ MAX_BACKOFF = 30
 WRITERS = 2
 # Device documents are written this often (at most); live device updates go out this often.
 FLUSH_SECONDS = 1.0
+FLUSH_YIELD = 4
 LIVE_DEVICES_SECONDS = 0.5
 
 
@@ -104,8 +105,9 @@ class Bridge:
         """Recount what the last run left uncounted, connect, and run the greenlets until one fails."""
         with self.app.app_context():
             self._retry(recover_unflushed, self.book)
-        self.queue = Queue(maxsize=self.config["CARWEB_QUEUE_MAX"])
+        self.queue = FairQueue(self.config["CARWEB_QUEUE_MAX"])
         self.budget = ByteBudget(self.config["CARWEB_QUEUE_BYTES"])
+        self.watermark = ArrivalWatermark()
         client, address = build_client(self.config)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -155,7 +157,7 @@ class Bridge:
         log.warning("disconnected from the broker: %s", reason_code)
 
     def _on_message(self, client, userdata, msg):
-        """Decode and queue a message; a full queue or byte budget blocks here, so we stop reading.
+        """Decode and queue a message under its device; a full queue or byte budget blocks here, so we stop reading.
 
         Only the document and what the ack needs are kept: not paho's message, which holds
         the whole payload however large.
@@ -166,7 +168,9 @@ class Bridge:
         size = held_bytes(doc)
         self.budget.take(size)
         metrics.held_bytes.set(self.budget.used)
-        self.queue.put(((msg.mid, msg.qos, size), doc))
+        if doc is not None:
+            self.watermark.arrived(doc["_id"])
+        self.queue.put(doc["device_id"] if doc else "", ((msg.mid, msg.qos, size, time.monotonic()), doc))
 
     def _write_loop(self, sequence, numbering, stored):
         """Group commit: write whatever is queued as soon as this writer's previous write is done.
@@ -179,11 +183,15 @@ class Bridge:
             while True:
                 with numbering:
                     batch = self._next_batch()
+                    taken = time.monotonic()
                     number = next(sequence)
                     metrics.queue_depth.set(self.queue.qsize())
                     docs = [doc for _, doc in batch if doc is not None]
                     docs = self._retry(prepare_batch, self.book, docs)
-                stored.put((number, batch, self._retry(store_messages, self.book, docs)))
+                written = time.monotonic()
+                result = self._retry(store_messages, self.book, docs)
+                observe_stages(batch, taken, written)
+                stored.put((number, batch, result, time.monotonic()))
 
     def _finish_loop(self, client, stored):
         """In arrival order: count into the book, emit, run domain handlers, ack to the broker.
@@ -194,37 +202,52 @@ class Bridge:
         waiting, expected = {}, 0
         with self.app.app_context():
             while True:
-                number, batch, docs = stored.get()
-                waiting[number] = (batch, docs)
+                number, *item = stored.get()
+                waiting[number] = item
                 while not stored.empty():
-                    number, batch, docs = stored.get_nowait()
-                    waiting[number] = (batch, docs)
+                    number, *item = stored.get_nowait()
+                    waiting[number] = item
                 ready = []
                 while expected in waiting:
-                    ready.append(waiting.pop(expected))
+                    batch, docs, written = waiting.pop(expected)
+                    metrics.stage_seconds.labels(stage="order").observe(time.monotonic() - written)
+                    ready.append((batch, docs))
                     expected += 1
                 if ready:
                     self._finish(client, ready)
 
     def _finish(self, client, ready):
         """Everything after batches are stored; the acks go out after the domain handlers ran."""
+        started = time.monotonic()
         docs = [doc for _, stored in ready for doc in stored]
-        self.book.record(docs)
+        arrived = [doc["_id"] for batch, _ in ready for _, doc in batch if doc is not None]
+        self.book.record(docs, through=self.watermark.finished(arrived))
         emit_safely(live.publish_messages, docs)  # pages see stored messages before the handlers
+        emitted = time.monotonic()
+        for batch, _ in ready:
+            for (_, _, _, arrived), _ in batch:
+                metrics.live_seconds.observe(emitted - arrived)
         self._retry(dispatch, self.app, docs)
         for batch, _ in ready:
-            for (mid, qos, size), _ in batch:
+            for (mid, qos, size, _), _ in batch:
                 if qos:
                     client.ack(mid, qos)
                 self.budget.give(size)
         metrics.held_bytes.set(self.budget.used)
+        metrics.stage_seconds.labels(stage="finish").observe(time.monotonic() - started)
 
     def _flush_loop(self):
-        """Write changed devices every FLUSH_SECONDS, leaving the database as much time as a flush took."""
+        """Write changed devices every FLUSH_SECONDS, leaving the database the rest of its time.
+
+        After each chunk it pauses FLUSH_YIELD times as long as the chunk took, so device
+        writes take at most a quarter of the database's time; when they would need more,
+        each flush finds more messages per device to write at once.
+        """
         with self.app.app_context():
             while True:
                 gevent.sleep(FLUSH_SECONDS)
-                self._retry(flush_devices, self.book, gevent.sleep)
+                metrics.devices_unflushed.set(self.book.unflushed)
+                self._retry(flush_devices, self.book, lambda took: gevent.sleep(took * FLUSH_YIELD))
 
     def _live_devices_loop(self):
         """Send the changed devices' counters to the pages every LIVE_DEVICES_SECONDS."""
@@ -233,15 +256,8 @@ class Bridge:
             emit_safely(live.publish_device_states, self.book.take_changed())
 
     def _next_batch(self):
-        """Wait for one message, then take every queued one up to the batch limit."""
-        batch = [self.queue.get()]
-        limit = self.config["CARWEB_BATCH_MAX"]
-        while len(batch) < limit:
-            try:
-                batch.append(self.queue.get_nowait())
-            except Empty:
-                break
-        return batch
+        """Wait for one message, then take queued ones up to the batch limit, devices in turn."""
+        return self.queue.take(self.config["CARWEB_BATCH_MAX"])
 
     def _retry(self, step, *args):
         """Run `step(*args)`, retrying with back-off while the database is unreachable."""
@@ -257,6 +273,15 @@ class Bridge:
                 log.warning("%s failed (%s); retrying in %.1f s", step.__name__, exc, delay)
                 gevent.sleep(delay)
                 delay = min(delay * 2, 5)
+
+
+def observe_stages(batch, taken, written):
+    """Record how long a batch waited in the queue (its oldest message), was numbered and written."""
+    now = time.monotonic()
+    arrivals = [arrived for (_, _, _, arrived), _ in batch]
+    metrics.stage_seconds.labels(stage="queue").observe(taken - min(arrivals))
+    metrics.stage_seconds.labels(stage="number").observe(written - taken)
+    metrics.stage_seconds.labels(stage="write").observe(now - written)
 
 
 def emit_safely(emit, items):
