@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import datetime
 from pathlib import Path
 
@@ -67,6 +67,8 @@ class LivePages:
 
     def __init__(self, url, cookie):
         self.latencies = {"steady": [], "burst": []}
+        self.started = time.time()
+        self.by_minute = defaultdict(list)  # steady latencies by minute of the soak: does p99 drift?
         self.to_bridge = []  # steady: publish -> the bridge's received_at (device, broker, the bridge's reading)
         self.device_events = 0
         self.client = socketio.Client(reconnection=False)
@@ -90,6 +92,7 @@ class LivePages:
             published = json.loads(message["body"])["t"]
             self.latencies[kind].append((now - published) * 1000)
             if kind == "steady":
+                self.by_minute[int((now - self.started) // 60)].append(self.latencies[kind][-1])
                 received = datetime.fromisoformat(message["received_at"]).timestamp()
                 self.to_bridge.append((received - published) * 1000)
 
@@ -270,6 +273,8 @@ def report(args, summary, live, memory, timings, start_memory, end_memory, drain
         f"  of which publish -> the bridge's received_at, steady: p50 {percentile(live.to_bridge, 0.5) or 0:.1f} ms"
         f"  p99 {percentile(live.to_bridge, 0.99) or 0:.1f} ms (the rest is carweb's pipeline and Socket.IO)"
     )
+    minutes = "  ".join(f"{percentile(v, 0.99):.0f}" for _, v in sorted(live.by_minute.items()))
+    print(f"  steady p99 minute by minute, ms: {minutes}")
     print(f"device-list updates received by the open list page: {live.device_events}")
     samples = [value[0] for _, value in memory.values if isinstance(value, tuple)]
     unflushed = [value[1] for _, value in memory.values if isinstance(value, tuple)]

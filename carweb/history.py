@@ -71,16 +71,24 @@ def decode_cursor(text):
     return int(text)
 
 
-def newest_seq(device):
-    """The number of the device's newest stored message (its document may lag the stream a little)."""
-    return highest_seq(Message._get_collection(), device.device_id, device.last_seq or 0)
+def newest_seq(device, known=0):
+    """The number of the device's newest stored message, at least `known`.
+
+    The device's document lags the stream (the bridge writes it behind), so the search
+    starts from the higher of its `last_seq` and what the caller knows to be stored.
+    """
+    start = max(device.last_seq or 0, known)
+    return highest_seq(Message._get_collection(), device.device_id, start)
 
 
-def message_page(device, query):
-    """Return one page of a device's messages, newest first, with the cursor of the older page."""
+def message_page(device, query, known_seq=0):
+    """Return one page of a device's messages, newest first, with the cursor of the older page.
+
+    `known_seq` is a number the caller knows is stored (the bridge's book, in its process).
+    """
     page = HistoryPage()
     reader = _Reader(device.device_id, page)
-    top = page.newest = newest_seq(device)
+    top = page.newest = newest_seq(device, known_seq)
     page.queries += 1
     if query.before is not None:
         top = min(top, query.before - 1)

@@ -195,3 +195,12 @@ def test_catch_up_after_a_cursor_pages_oldest_first_across_gaps(app):
         cursor = encode_cursor(page[-1])
     assert got == wanted
     assert messages_after("catchup", encode_cursor(order[-1]), 50) == ([], False)
+
+
+def test_the_newest_number_is_found_in_few_reads_however_far_the_document_lags(app):
+    """3,000 messages above the device's last_seq (a busy device, flushes behind): a few dozen reads."""
+    device, docs = seed("far-behind", SHAPES["one burst"](), skip={1500, 1501, 2999})
+    device.last_seq = 1
+    page, examined = documents_examined(lambda: message_page(device, HistoryQuery(limit=PAGE)))
+    assert page.newest == docs[-1]["seq"] and page.messages[0]["_id"] == docs[-1]["_id"]
+    assert examined <= PAGE + 200

@@ -147,9 +147,14 @@ class DeviceBook:
             state.online = doc["text"] == "online"
 
     def dirty(self):
-        """Copies of the states changed since they were last flushed, least recently seen first."""
+        """Copies of the states changed since their last flush: new devices first, then least recently seen.
+
+        New devices go first because their pages and links exist only once they are written.
+        """
         states = [replace(self._states[device_id]) for device_id in self._dirty]
-        return sorted(states, key=lambda s: (s.last_seen_at is None, s.last_seen_at or 0, s.device_id))
+        return sorted(
+            states, key=lambda s: (s.in_db, s.last_seen_at is None, s.last_seen_at or 0, s.device_id)
+        )
 
     def flushed(self, written):
         """The copies in `written` are in the database: clean, unless they changed since."""

@@ -26,6 +26,7 @@ IN_CHUNK = 100
 # How many of a device's newest messages a redelivery without a message id is compared with.
 REDELIVERY_SPAN = 4000
 MAX_RENUMBERING = 5
+PROBE = 8  # numbers one probe for a device's highest number reads
 DEVICE_STATE_FIELDS = {"device_id": 1, "last_seq": 1, "message_count": 1, "last_seen_at": 1}
 DEVICE_STATE_FIELDS.update(created_at=1, online=1)
 # Fields a stored-raw document keeps: what the page and the ack need, and the exact bytes.
@@ -197,14 +198,34 @@ def _renumber(book, collection, docs, renumbered):
 
 
 def highest_seq(collection, device_id, start):
-    """The highest number a stored message of the device has, searching upward from `start`."""
-    step = 64
-    while True:
-        probe = {"device_id": device_id, "seq": {"$gt": start, "$lte": start + step}}
-        found = [doc["seq"] for doc in collection.find(probe, {"seq": 1})]
-        if not found:
-            return start
-        start, step = max(found), step * 2
+    """The highest number a stored message of the device has, at least `start`, in a few small reads.
+
+    Gallops upward (8, 16, 32... numbers above what it found) with probes of PROBE numbers
+    until one finds nothing, then bisects between: about 2 log2(distance) probes of at
+    most PROBE documents, where reading the whole distance would cost a document each.
+    A gap of PROBE numbers or more exactly at a probe could hide messages above it; gaps
+    are rare and short (a message id sent twice, a message nothing could store).
+    """
+    found = _highest_in(collection, device_id, start, start + PROBE)
+    if found is None:
+        return start
+    step = PROBE
+    while (above := _highest_in(collection, device_id, found + step - PROBE, found + step)) is not None:
+        found, step = above, step * 2
+    ceiling = found + step - PROBE  # nothing in (ceiling, found + step]
+    while ceiling - found > PROBE:
+        middle = (found + ceiling) // 2
+        low = max(found, middle - PROBE)
+        hit = _highest_in(collection, device_id, low, middle)
+        found, ceiling = (hit, ceiling) if hit is not None else (found, low)
+    last = _highest_in(collection, device_id, found, ceiling)
+    return found if last is None else last
+
+
+def _highest_in(collection, device_id, low, high):
+    """The highest number of the device's messages in (low, high], or None."""
+    probe = {"device_id": device_id, "seq": {"$gt": low, "$lte": high}}
+    return max((doc["seq"] for doc in collection.find(probe, {"seq": 1})), default=None)
 
 
 def duplicate_key(error):

@@ -3,6 +3,7 @@
 from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
 
 from carweb.auth import role_required
+from carweb.background import running_bridge
 from carweb.devices import bp
 from carweb.devices.forms import DeleteForm, HistoryFilterForm, RenameForm, SearchForm
 from carweb.firmware.forms import DeviceUpdateForm
@@ -38,6 +39,13 @@ def index():
     )
 
 
+def _stored_seq(device_id):
+    """The newest number the bridge of this process counted as stored for the device, or 0."""
+    bridge = running_bridge(current_app)
+    state = bridge.book.get(device_id) if bridge else None
+    return state.recorded_seq if state else 0
+
+
 @bp.route("/<device_id>")
 def show(device_id):
     """A device and its message history, newest first."""
@@ -51,7 +59,7 @@ def show(device_id):
             until=form.utc(form.until),
             limit=current_app.config["CARWEB_PAGE_SIZE"],
         )
-        page = message_page(device, query)
+        page = message_page(device, query, known_seq=_stored_seq(device_id))
     else:
         page = None
     return render_template(
