@@ -41,7 +41,7 @@ def _prepare_and_start(app, service):
             except Exception as exc:  # noqa: BLE001 - keep trying until MongoDB answers
                 log.warning("creating indexes failed (%s); retrying in %s s", exc, delay)
                 if service is not None:
-                    service.state, service.last_error = "waiting for database", repr(exc)
+                    service.state = "waiting for database"
                 gevent.sleep(delay)
                 delay = min(delay * 2, 30)
     if service is not None:

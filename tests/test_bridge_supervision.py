@@ -24,7 +24,7 @@ class CrashingBridge(Bridge):
 
 
 def test_dead_bridge_is_restarted_and_reported(app, client):
-    """A crash shows as `restarting` with its error (503); the next run recovers (200)."""
+    """A crash shows as `restarting` (503) without its error text; the next run recovers (200)."""
     restarts = metrics.bridge_restarts._value.get()
     bridge = CrashingBridge(app, crashes=1)
     app.extensions[BRIDGE_KEY] = bridge
@@ -33,7 +33,7 @@ def test_dead_bridge_is_restarted_and_reported(app, client):
         gevent.sleep(0.1)
         response = client.get("/healthz")
         assert response.status_code == 503
-        assert response.json["bridge"] == "restarting" and "writer bug" in response.json["bridge_error"]
+        assert response.json["bridge"] == "restarting" and "writer bug" not in response.get_data(as_text=True)
         assert metrics.bridge_restarts._value.get() == restarts + 1
         gevent.sleep(1.2)  # first back-off is one second
         response = client.get("/healthz")

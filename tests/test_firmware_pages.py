@@ -217,14 +217,21 @@ def test_resume_of_a_running_rollout_is_refused_with_a_message(client, auth):
     )
 
 
-def test_download_serves_a_job_until_it_is_canceled(client, auth, app):
-    """The signed link works without a login; once its job is canceled it gets 403."""
+def one_job_with_its_link(client, auth, app):
+    """Log in, start a rollout to one device; its job and the job's download path."""
     auth.login()
     firmware = store_firmware(io.BytesIO(IMAGE), "ecu", "2.0.0")
     Device(device_id="car-1").save()
     rollout_form(client, auth, firmware, devices="car-1")
     job = UpdateJob.objects.get()
-    url = signed_download_url(app.config, job.pk, "car-1")[0].removeprefix(app.config["CARWEB_PUBLIC_URL"])
+    return job, signed_download_url(app.config, job.pk, "car-1")[0].removeprefix(
+        app.config["CARWEB_PUBLIC_URL"]
+    )
+
+
+def test_download_serves_a_job_until_it_is_canceled(client, auth, app):
+    """The signed link works without a login; once its job is canceled it gets 403."""
+    job, url = one_job_with_its_link(client, auth, app)
     client.post("/logout", data={"csrf_token": auth.token()})
     whole = client.get(url)
     assert whole.status_code == 200 and whole.data == IMAGE
@@ -236,4 +243,13 @@ def test_download_serves_a_job_until_it_is_canceled(client, auth, app):
         f"/firmware/rollouts/{rollout.pk}/cancel",
         data={"csrf_token": auth.token(f"/firmware/rollouts/{rollout.pk}")},
     )
+    assert client.get(url).status_code == 403
+
+
+@pytest.mark.parametrize("state", ["UPDATED", "FAILED", "REJECTED", "TIMED_OUT"])
+def test_download_token_stops_working_once_its_job_has_ended(client, auth, app, state):
+    """A device that finished, failed or timed out cannot fetch the image again with its old link."""
+    job, url = one_job_with_its_link(client, auth, app)
+    assert client.get(url, headers={"Range": "bytes=0-9"}).status_code == 206
+    UpdateJob.objects(pk=job.pk).update_one(set__state=state)
     assert client.get(url).status_code == 403

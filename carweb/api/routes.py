@@ -1,6 +1,7 @@
 """Views of the api blueprint."""
 
 import hmac
+import logging
 
 from flask import Response, abort, current_app, jsonify, request
 from flask_login import current_user
@@ -11,14 +12,17 @@ from pymongo.errors import PyMongoError
 from carweb.api import bp
 from carweb.background import running_bridge
 
+log = logging.getLogger(__name__)
+
 
 def database_state():
-    """'ok' when MongoDB answers a ping, else the error."""
+    """'ok' when MongoDB answers a ping, else 'unreachable' (the public page shows no error text)."""
     try:
         get_db().command("ping")
         return "ok"
     except PyMongoError as exc:
-        return f"error: {exc.__class__.__name__}"
+        log.warning("health check: MongoDB did not answer: %s", exc)
+        return "unreachable"
 
 
 def bridge_state(app):
@@ -45,7 +49,10 @@ def metrics():
     """Prometheus text format; for a logged-in user or a bearer of CARWEB_METRICS_TOKEN."""
     token = current_app.config.get("CARWEB_METRICS_TOKEN")
     offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    allowed = current_user.is_authenticated or (token and hmac.compare_digest(offered, token))
+    # Bytes: compare_digest refuses str with non-ASCII characters, which a client may send.
+    allowed = current_user.is_authenticated or (
+        token and hmac.compare_digest(offered.encode("utf-8", "surrogateescape"), token.encode())
+    )
     if not allowed:
         abort(401)
     return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)

@@ -37,8 +37,8 @@ def require_login():
     return None
 
 
-def role_required(*roles):
-    """Refuse a view with 403 unless the user has one of `roles`."""
+def role_required(roles):
+    """Refuse a view with 403 unless the user has one of `roles` (OPERATORS or ADMINS of models.user)."""
 
     def decorator(view):
         @wraps(view)
@@ -53,8 +53,19 @@ def role_required(*roles):
 
 
 def safe_next_url(target):
-    """Return `target` when it is a path on this site, else the device list."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    """Return `target` when it is a path on this site, else the device list.
+
+    Browsers and Werkzeug drop tabs and newlines from a Location and read a backslash as
+    a slash, so `/<tab>/evil.com` would leave the site: a path with any of those, any other
+    control character or space, or two leading slashes is refused whole.
+    """
+    if (
+        isinstance(target, str)
+        and target.startswith("/")
+        and not target.startswith("//")
+        and all(" " < ch != "\x7f" for ch in target)
+        and "\\" not in target
+    ):
         return target
     return url_for("devices.index")
 

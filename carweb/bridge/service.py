@@ -55,7 +55,6 @@ class Bridge:
         self.book = DeviceBook()
         self.mqtt_state = "connecting"
         self.state = "starting"
-        self.last_error = None
         self._connections = 0
         self._supervisor = None
 
@@ -74,7 +73,7 @@ class Bridge:
 
     def status(self):
         """A dict for /healthz: broker connection and bridge state."""
-        return {"mqtt": self.mqtt_state, "bridge": self.state, "bridge_error": self.last_error}
+        return {"mqtt": self.mqtt_state, "bridge": self.state}
 
     def publish(self, topic, payload, qos=1, retain=False):
         """Publish on the bridge's own connection (the small interface `ota` uses)."""
@@ -91,9 +90,9 @@ class Bridge:
                 self._run_once()
             except gevent.GreenletExit:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any crash must restart the bridge
+            except Exception:  # noqa: BLE001 - any crash must restart the bridge
                 log.exception("MQTT bridge died; restarting with back-off")
-                self.state, self.last_error = "restarting", repr(exc)
+                self.state = "restarting"
                 metrics.bridge_restarts.inc()
             self.mqtt_state = "disconnected"
             if time.monotonic() - started > 60:
@@ -265,10 +264,10 @@ class Bridge:
         while True:
             try:
                 result = step(*args)
-                self.state, self.last_error = "running", None
+                self.state = "running"
                 return result
             except PyMongoError as exc:
-                self.state, self.last_error = "waiting for database", repr(exc)
+                self.state = "waiting for database"
                 metrics.write_retries.inc()
                 log.warning("%s failed (%s); retrying in %.1f s", step.__name__, exc, delay)
                 gevent.sleep(delay)

@@ -8,6 +8,8 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional, Vali
 
 from carweb.history import decode_cursor
 
+FIRST_YEAR, LAST_YEAR = 1970, 9998
+
 
 class RenameForm(FlaskForm):
     """A device's display name."""
@@ -51,11 +53,22 @@ class HistoryFilterForm(FlaskForm):
             except ValueError as exc:
                 raise ValidationError("Bad page cursor.") from exc
 
+    def validate_since(self, field):
+        """Years 1970 to 9998: no device sent anything earlier, and later ones overflow in date arithmetic."""
+        _within_years(field)
+
     def validate_until(self, field):
         """The range must not end before it starts."""
+        _within_years(field)
         if field.data and self.since.data and field.data < self.since.data:
             raise ValidationError("'To' is before 'From'.")
 
     def utc(self, field):
         """A time field's value as an aware UTC datetime, or None."""
         return field.data.replace(tzinfo=UTC) if field.data else None
+
+
+def _within_years(field):
+    """Refuse a time outside FIRST_YEAR..LAST_YEAR."""
+    if field.data and not FIRST_YEAR <= field.data.year <= LAST_YEAR:
+        raise ValidationError(f"Choose a time between {FIRST_YEAR} and {LAST_YEAR}.")

@@ -1,5 +1,6 @@
 """Views of the devices blueprint."""
 
+from bson import ObjectId
 from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
 
 from carweb.auth import role_required
@@ -11,9 +12,8 @@ from carweb.fleet import device_page
 from carweb.history import HistoryQuery, decode_cursor, message_page
 from carweb.live import device_summary, job_summary, message_summary
 from carweb.models import Device, Message
+from carweb.models.user import ADMINS, OPERATORS
 from carweb.ota.jobs import latest_jobs
-
-WRITERS = ("admin", "operator")
 
 
 def device_or_404(device_id):
@@ -62,7 +62,7 @@ def show(device_id):
         page = message_page(device, query, known_seq=_stored_seq(device_id))
     else:
         page = None
-    return render_template(
+    html = render_template(
         "devices/show.html",
         device=device,
         form=form,
@@ -74,10 +74,11 @@ def show(device_id):
         update_form=DeviceUpdateForm().set_choices(),
         updates=[job_summary(job) for job in latest_jobs(device_id)],
     )
+    return html, 200 if page else 400  # a filter the form refused: the page says what is wrong
 
 
 @bp.route("/<device_id>/rename", methods=["POST"])
-@role_required(*WRITERS)
+@role_required(OPERATORS)
 def rename(device_id):
     """Give a device a display name."""
     device = device_or_404(device_id)
@@ -91,7 +92,7 @@ def rename(device_id):
 
 
 @bp.route("/<device_id>/delete", methods=["GET", "POST"])
-@role_required(*WRITERS)
+@role_required(ADMINS)
 def delete(device_id):
     """Ask for confirmation, then delete a device and every message it sent."""
     device = device_or_404(device_id)
@@ -107,6 +108,8 @@ def delete(device_id):
 @bp.route("/<device_id>/messages/<message_id>/payload")
 def payload(device_id, message_id):
     """The stored payload bytes of one message, as a download."""
+    if not ObjectId.is_valid(message_id):
+        abort(404)
     doc = Message.objects(device_id=device_id, id=message_id).only("payload").as_pymongo().first()
     if doc is None:
         abort(404)

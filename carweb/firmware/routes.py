@@ -21,6 +21,7 @@ from carweb.firmware import app_object, bp
 from carweb.firmware.forms import ConfirmForm, DeviceUpdateForm, RolloutForm, UploadForm
 from carweb.live import job_summary
 from carweb.models import Device, Firmware, Rollout, UpdateJob
+from carweb.models.user import ADMINS, OPERATORS
 from carweb.ota.delivery import InvalidToken, downloadable_firmware
 from carweb.ota.rollouts import (
     RolloutError,
@@ -39,7 +40,6 @@ from carweb.ota.store import (
     store_firmware,
 )
 
-WRITERS = ("admin", "operator")
 DOWNLOAD_BUFFER = 64 * 1024
 
 
@@ -87,7 +87,7 @@ def index():
 
 
 @bp.route("/upload", methods=["GET", "POST"])
-@role_required(*WRITERS)
+@role_required(OPERATORS)
 def upload():
     """Upload an image: streamed into the store with its SHA-256; JSON answers for the upload script."""
     form = UploadForm()
@@ -127,7 +127,7 @@ def show(firmware_id):
 
 
 @bp.route("/<firmware_id>/delete", methods=["GET", "POST"])
-@role_required(*WRITERS)
+@role_required(ADMINS)
 def delete(firmware_id):
     """Ask, then delete an image with its rollouts; refused while any of its jobs is unfinished."""
     firmware = firmware_or_404(firmware_id)
@@ -144,7 +144,7 @@ def delete(firmware_id):
 
 
 @bp.route("/<firmware_id>/rollout", methods=["GET", "POST"])
-@role_required(*WRITERS)
+@role_required(OPERATORS)
 def new_rollout(firmware_id):
     """Choose devices, waves and limits, then start a rollout of this image."""
     firmware = firmware_or_404(firmware_id)
@@ -185,7 +185,7 @@ def rollout(rollout_id):
 
 
 @bp.route("/rollouts/<rollout_id>/<action>", methods=["POST"])
-@role_required(*WRITERS)
+@role_required(OPERATORS)
 def control(rollout_id, action):
     """Resume a halted rollout or cancel a running or halted one."""
     item = rollout_or_404(rollout_id)
@@ -201,7 +201,7 @@ def control(rollout_id, action):
 
 
 @bp.route("/devices/<device_id>/update", methods=["POST"])
-@role_required(*WRITERS)
+@role_required(OPERATORS)
 def update_device(device_id):
     """Start an update of one device (a rollout of one) from the device's page."""
     device = Device.objects(device_id=device_id).first() or abort(404)

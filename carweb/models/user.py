@@ -6,7 +6,10 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from mongoengine import BooleanField, DateTimeField, Document, EmailField, StringField
 
-ROLES = ("admin", "operator", "viewer")
+ROLES = ("admin", "operator", "viewer")  # every role reads
+# Who may do what, the one place it is said: routes, Socket.IO events and templates use these.
+OPERATORS = ("admin", "operator")  # rename devices, upload firmware, start, resume and cancel rollouts
+ADMINS = ("admin",)  # delete devices and firmware, manage users and tokens
 _hasher = PasswordHasher()
 
 
@@ -37,9 +40,13 @@ class User(Document):
         except (VerificationError, InvalidHashError):
             return False
 
-    def can_write(self):
-        """Admins and operators may change devices; viewers only look."""
-        return self.role in ("admin", "operator")
+    def can_operate(self):
+        """Admins and operators rename devices, upload firmware and run rollouts; viewers only look."""
+        return self.role in OPERATORS
+
+    def is_admin(self):
+        """Admins also delete devices and firmware and manage users and tokens."""
+        return self.role in ADMINS
 
     # The four members Flask-Login expects, written out so models stay free of Flask.
     @property

@@ -52,14 +52,18 @@ def signed_download_url(config, job_id, device_id):
 
 
 def downloadable_firmware(config, token):
-    """The Firmware a valid token grants; InvalidToken for a bad token or a canceled or missing job."""
+    """The Firmware a valid token grants; InvalidToken for a bad token or a job that is missing or ended.
+
+    A job ends UPDATED, FAILED, REJECTED, TIMED_OUT or CANCELED: from then on its token
+    grants nothing, though its signature lives for CARWEB_DOWNLOAD_TTL.
+    """
     try:
         claims = _serializer(config).loads(token, max_age=config["CARWEB_DOWNLOAD_TTL"])
         job_id = parse_job_id(claims.get("job"))
     except (BadData, ProtocolError, AttributeError) as exc:
         raise InvalidToken("bad or expired download token") from exc
     job = UpdateJob.objects(pk=job_id).only("device_id", "state", "firmware_id").first()
-    if job is None or job.device_id != claims.get("device") or job.state == "CANCELED":
+    if job is None or job.device_id != claims.get("device") or job.state in TERMINAL_STATES:
         raise InvalidToken("the token names no downloadable job")
     firmware = Firmware.objects(pk=job.firmware_id).first()
     if firmware is None:
