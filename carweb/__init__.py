@@ -33,10 +33,12 @@ def register_extensions(app):
     """Bind the unbound extensions of `extensions.py` to this app."""
     from carweb.auth import init_login
     from carweb.extensions import connect_db, csrf, socketio
+    from carweb.security import init_security_headers
 
     connect_db(app)
+    init_security_headers(app)
+    init_login(app)  # before CSRF: an anonymous POST is turned away before its body is read
     csrf.init_app(app)
-    init_login(app)
     socketio.init_app(
         app,
         async_mode="gevent" if _gevent_patched() else "threading",
@@ -51,11 +53,13 @@ def register_blueprints(app):
     from carweb.auth import bp as auth_bp
     from carweb.devices import bp as devices_bp
     from carweb.firmware import bp as firmware_bp
+    from carweb.users import bp as users_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(devices_bp)
     app.register_blueprint(firmware_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(users_bp)
 
 
 def register_errorhandlers(app):
@@ -65,7 +69,7 @@ def register_errorhandlers(app):
         code = getattr(error, "code", 500)
         return render_template(f"errors/{code}.html", error=error), code
 
-    for code in (400, 401, 403, 404, 413, 500):
+    for code in (400, 401, 403, 404, 413, 429, 500):
         app.register_error_handler(code, render_error)
 
 

@@ -10,7 +10,7 @@ from flask.cli import AppGroup
 
 from carweb.firmware.cli import firmware_cli
 from carweb.models import User, ensure_indexes
-from carweb.models.user import ROLES
+from carweb.models.user import MIN_PASSWORD, ROLES
 from carweb.upgrade import prepare_database
 
 bridge_cli = AppGroup("bridge", help="The MQTT bridge.")
@@ -36,8 +36,8 @@ def create_user(email, role, password_stdin):
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if len(password) < 8:
-        raise click.ClickException("the password must have at least 8 characters")
+    if len(password) < MIN_PASSWORD:
+        raise click.ClickException(f"the password must have at least {MIN_PASSWORD} characters")
     ensure_indexes()
     user = User.create_or_update(email, password, role=role)
     click.echo(f"user {user.email} ({user.role}) saved")
@@ -56,6 +56,8 @@ def bootstrap_admin(email=None, password=None):
     Returns (email, password) when a password was generated and must be shown once, else None.
     """
     if email and password:
+        if len(password) < MIN_PASSWORD:
+            raise click.ClickException(f"CARWEB_ADMIN_PASSWORD must have at least {MIN_PASSWORD} characters")
         User.create_or_update(email, password, role="admin")
         return None
     if User.objects.first() is not None:

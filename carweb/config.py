@@ -69,6 +69,10 @@ class Config:
         self.SOCKETIO_MESSAGE_QUEUE = env_str("SOCKETIO_MESSAGE_QUEUE")
         origins = env_str("SOCKETIO_ALLOWED_ORIGINS", "")
         self.SOCKETIO_ALLOWED_ORIGINS = [o.strip() for o in origins.split(",") if o.strip()] or None
+        self.REDIS_URL = env_str("REDIS_URL")
+        # Failed logins allowed per window (Flask-Limiter syntax), per account and per address.
+        self.CARWEB_LOGIN_LIMIT_ACCOUNT = env_str("CARWEB_LOGIN_LIMIT_ACCOUNT", "10 per 15 minutes")
+        self.CARWEB_LOGIN_LIMIT_ADDRESS = env_str("CARWEB_LOGIN_LIMIT_ADDRESS", "50 per 15 minutes")
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
         self.SESSION_COOKIE_SECURE = env_bool("CARWEB_SECURE_COOKIES")

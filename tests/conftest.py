@@ -10,6 +10,7 @@ import mongoengine
 import pymongo
 import pytest
 import requests
+from flask import g
 
 from carweb import create_app
 from carweb.config import TestConfig
@@ -65,12 +66,21 @@ def app(services):
     name = f"test_{uuid.uuid4().hex[:12]}"
     config = TestConfig(MONGODB_URI=services.db_uri(name), MQTT_URL=services.mqtt_url)
     application = create_app(config)
+    # The test holds an app context, which Flask reuses for each request, so `g` would
+    # carry one request's user and CSRF token into the next (another client's too).
+    application.before_request_funcs.setdefault(None, []).insert(0, _forget_the_last_request)
     with application.app_context():
         ensure_indexes()
         yield application
     mongoengine.disconnect()
     with pymongo.MongoClient(services.db_uri(name)) as mongo:
         mongo.drop_database(name)
+
+
+def _forget_the_last_request():
+    """Drop what Flask-Login and Flask-WTF keep in `g` for one request."""
+    g.pop("_login_user", None)
+    g.pop("csrf_token", None)
 
 
 @pytest.fixture

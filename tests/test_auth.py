@@ -106,7 +106,7 @@ def test_create_user_command_reads_password_from_stdin(runner):
     result = runner.invoke(
         args=["create-user", "ops@example.com", "--role", "viewer", "--password-stdin"], input="short\n"
     )
-    assert result.exit_code != 0 and "at least 8" in result.output
+    assert result.exit_code != 0 and "at least 12" in result.output
 
 
 def test_create_user_command_prompts_twice_for_the_password(runner):

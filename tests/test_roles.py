@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 import pytest
 import socketio
 
-from carweb.models import Device, Message
+from carweb.models import Device, Message, User
 from carweb.ota.rollouts import create_rollout
 from carweb.ota.store import store_firmware
-from tests.conftest import csrf_token
+from tests.conftest import PASSWORD, csrf_token
 from tests.ingest_support import store_as_bridge
 from tests.test_live_socket import cookie_header
 
@@ -37,6 +37,14 @@ ROUTES = [
     ("POST", "/firmware/devices/{device}/update", "operator"),
     ("POST", "/firmware/rollouts/{rollout}/resume", "operator"),
     ("POST", "/firmware/rollouts/{rollout}/cancel", "operator"),
+    ("GET", "/account", "viewer"),
+    ("POST", "/account", "viewer"),
+    ("GET", "/users", "admin"),
+    ("POST", "/users", "admin"),
+    ("GET", "/users/{user}", "admin"),
+    ("POST", "/users/{user}", "admin"),
+    ("POST", "/users/{user}/password", "admin"),
+    ("POST", "/users/{user}/logout", "admin"),
     ("GET", "/devices/{device}/delete", "admin"),
     ("GET", "/firmware/{firmware}/delete", "admin"),
     ("POST", "/firmware/{firmware}/delete", "admin"),
@@ -60,7 +68,9 @@ def fleet_data(app):
     firmware = store_firmware(io.BytesIO(b"\x01" * 1000), "ecu", "2.0.0")
     rollout = create_rollout(app, firmware, ["car-1"])
     message = Message.objects(device_id="car-1").first()
-    return {"device": "car-1", "message": message.pk, "firmware": firmware.pk, "rollout": rollout.pk}
+    someone = User.create_or_update("someone@example.com", PASSWORD, role="viewer")
+    ids = {"message": message.pk, "firmware": firmware.pk, "rollout": rollout.pk, "user": someone.pk}
+    return {"device": "car-1", **ids}
 
 
 def log_in_as(client, auth, role):
@@ -135,7 +145,10 @@ def test_every_socket_event_answers_each_role(live_server, role):
 def test_every_form_refuses_a_post_without_its_csrf_token(client, auth, fleet_data):
     """400 for every POST route, for an admin who may do everything."""
     log_in_as(client, auth, "admin")
-    for method, template, _ in ROUTES + [("POST", "/logout", "viewer")]:
+    for method, template, _ in ROUTES + [
+        ("POST", "/logout", "viewer"),
+        ("POST", "/account/logout", "viewer"),
+    ]:
         if method == "POST":
             response = client.post(template.format(**fleet_data), data={"name": "x"})
             assert response.status_code == 400, f"{template}: {response.status_code}"

@@ -10,26 +10,36 @@ from carweb.models import User
 
 bp = Blueprint("auth", __name__)
 # firmware.download: devices authenticate with the signed token in the URL.
+# The largest body an anonymous request may have (the login form is well under 4 KiB).
+ANONYMOUS_MAX_BODY = 16 * 1024
 PUBLIC_ENDPOINTS = {"auth.login", "api.healthz", "api.metrics", "static", "firmware.download"}
 
 
 def init_login(app):
-    """Bind Flask-Login and make login the default for every endpoint."""
+    """Bind Flask-Login and the login limits, and make login the default for every endpoint."""
+    from carweb.auth.limits import init_limits
+
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message_category = "info"
     app.before_request(require_login)
+    init_limits(app)
 
 
 @login_manager.user_loader
 def load_user(user_id):
-    """Load the session's user; inactive or deleted users are logged out."""
-    user = User.objects(pk=user_id).first()
-    return user if user is not None and user.active else None
+    """The user of a session or remember-me cookie while its login session lasts and the user is active."""
+    return User.from_session_id(user_id)
 
 
 def require_login():
-    """Redirect to /login for any endpoint not listed as public."""
+    """Redirect to /login for any endpoint not listed as public, before anything reads the body.
+
+    Runs before CSRF protection, so an anonymous POST is turned away unread; what an
+    anonymous visitor may post (the login form) is held to ANONYMOUS_MAX_BODY.
+    """
+    if not current_user.is_authenticated:
+        request.max_content_length = ANONYMOUS_MAX_BODY
     if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
         return None
     if not current_user.is_authenticated:

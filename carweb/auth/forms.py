@@ -19,7 +19,10 @@ class LoginForm(FlaskForm):
     def validate_password(self, field):
         """Check the password against the stored hash, saying nothing about which part was wrong."""
         user = User.find_by_email(self.email.data or "")
-        if user is None or not user.active or not user.check_password(field.data):
+        if user is None or not user.active:
+            User.check_nobody(field.data)  # the same hashing work, so timing names no account
+            raise ValidationError("Wrong email or password.")
+        if not user.check_password(field.data):
             raise ValidationError("Wrong email or password.")
         self.user = user
 

@@ -1,10 +1,11 @@
 """Views of the auth blueprint."""
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
-from carweb.auth import bp, safe_next_url
+from carweb.auth import bp, safe_next_url, sessions
 from carweb.auth.forms import LoginForm, LogoutForm
+from carweb.auth.limits import login_limits
 
 
 @bp.route("/")
@@ -14,12 +15,16 @@ def home():
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@login_limits
 def login():
-    """Show the login form; on success go where the user was headed."""
+    """Show the login form; on success go where the user was headed, in a new session."""
     if current_user.is_authenticated:
         return redirect(url_for("devices.index"))
     form = LoginForm()
     if form.validate_on_submit():
+        session.clear()  # nothing of the anonymous session (or an earlier user's) carries over
+        g.pop("csrf_token", None)  # Flask-WTF's copy of the cleared token: the next form makes a new one
+        sessions.start(form.user)
         login_user(form.user, remember=form.remember.data)
         return redirect(safe_next_url(request.args.get("next")))
     return render_template("auth/login.html", form=form)
@@ -29,6 +34,7 @@ def login():
 def logout():
     """End the session."""
     if LogoutForm().validate_on_submit():
+        sessions.end_current()
         logout_user()
         flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))

@@ -239,7 +239,7 @@ class Bridge:
         """Write changed devices every FLUSH_SECONDS, leaving the database the rest of its time.
 
         After each chunk it pauses FLUSH_YIELD times as long as the chunk took, so device
-        writes take at most a quarter of the database's time; when they would need more,
+        writes take at most a fifth of the database's time; when they would need more,
         each flush finds more messages per device to write at once.
         """
         with self.app.app_context():

@@ -1,9 +1,10 @@
 """Socket.IO handlers for the device pages."""
 
-from flask import current_app
+from flask import current_app, request
 from flask_login import current_user
 from flask_socketio import ConnectionRefusedError, join_room
 
+from carweb.auth import sessions
 from carweb.background import running_bridge
 from carweb.bridge.topics import MAX_DEVICE_ID_LENGTH
 from carweb.extensions import socketio
@@ -16,9 +17,16 @@ CATCH_UP_LIMIT = 200
 
 @socketio.on("connect")
 def connect(auth=None):
-    """Browser -> server: refuse any connection without a logged-in session."""
+    """Browser -> server: refuse any connection without a logged-in session; the session owns it."""
     if not current_user.is_authenticated:
         raise ConnectionRefusedError("login required")
+    sessions.socket_opened(request.sid)
+
+
+@socketio.on("disconnect")
+def disconnect(reason=None):
+    """The connection is gone: its login session no longer needs to end it."""
+    sessions.socket_closed(request.sid)
 
 
 @socketio.on("watch_devices")

@@ -4,9 +4,9 @@ from carweb.models.device import Device
 from carweb.models.firmware import Firmware, Rollout, UpdateJob
 from carweb.models.message import Message
 from carweb.models.state import IngestState
-from carweb.models.user import User
+from carweb.models.user import LoginSession, User
 
-ALL_DOCUMENTS = (User, Device, Message, Firmware, Rollout, UpdateJob, IngestState)
+ALL_DOCUMENTS = (User, LoginSession, Device, Message, Firmware, Rollout, UpdateJob, IngestState)
 
 
 def ensure_indexes():
@@ -19,6 +19,7 @@ __all__ = [
     "Device",
     "Message",
     "User",
+    "LoginSession",
     "Firmware",
     "Rollout",
     "UpdateJob",

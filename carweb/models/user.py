@@ -1,16 +1,34 @@
 """Operators who log in to the web pages."""
 
+import secrets
 from datetime import UTC, datetime
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from mongoengine import BooleanField, DateTimeField, Document, EmailField, StringField
+from bson import ObjectId
+from mongoengine import (
+    BooleanField,
+    DateTimeField,
+    Document,
+    EmailField,
+    ListField,
+    ObjectIdField,
+    StringField,
+)
 
 ROLES = ("admin", "operator", "viewer")  # every role reads
 # Who may do what, the one place it is said: routes, Socket.IO events and templates use these.
 OPERATORS = ("admin", "operator")  # rename devices, upload firmware, start, resume and cancel rollouts
 ADMINS = ("admin",)  # delete devices and firmware, manage users and tokens
+MIN_PASSWORD = 12
 _hasher = PasswordHasher()
+
+
+@cache
+def _nobody_hash():
+    """A hash, made once per process with the current parameters, that no password matches."""
+    return _hasher.hash(secrets.token_urlsafe(32))
 
 
 def utcnow():
@@ -28,9 +46,12 @@ class User(Document):
     created_at = DateTimeField(default=utcnow)
 
     meta = {"collection": "users", "auto_create_index": False}
+    _login_session = None  # the login session of this request (not stored with the user)
 
     def set_password(self, password):
-        """Replace the stored hash with one of `password`."""
+        """Replace the stored hash with one of `password`; ValueError when it is too short."""
+        if len(password) < MIN_PASSWORD:
+            raise ValueError(f"a password needs at least {MIN_PASSWORD} characters")
         self.password_hash = _hasher.hash(password)
 
     def check_password(self, password):
@@ -39,6 +60,11 @@ class User(Document):
             return _hasher.verify(self.password_hash, password)
         except (VerificationError, InvalidHashError):
             return False
+
+    @classmethod
+    def check_nobody(cls, password):
+        """Verify `password` against a hash no password matches: the work of a real check, always False."""
+        return cls(password_hash=_nobody_hash()).check_password(password)
 
     def can_operate(self):
         """Admins and operators rename devices, upload firmware and run rollouts; viewers only look."""
@@ -65,8 +91,34 @@ class User(Document):
         return False
 
     def get_id(self):
-        """The id Flask-Login keeps in the session."""
-        return str(self.pk)
+        """What Flask-Login keeps in the session and the remember-me cookie: user and login session.
+
+        Both are checked on every request, so ending the login session (logout, log out
+        everywhere, a new password, deactivation) ends the cookies that carry it.
+        """
+        return f"{self.pk}:{self._login_session}"
+
+    def start_session(self, address=None, agent=None):
+        """Record a new login of this user; get_id names it from now on."""
+        session = LoginSession(user_id=self.pk, address=address, agent=(agent or "")[:300]).save()
+        self._login_session = session.pk
+        return session
+
+    @classmethod
+    def from_session_id(cls, value):
+        """The active user a get_id() value names while its login session lasts, else None."""
+        user_id, _, session_id = (value or "").partition(":")
+        if not session_id or LoginSession.objects(pk=session_id, user_id=_object_id(user_id)).count() == 0:
+            return None
+        user = cls.objects(pk=_object_id(user_id)).first()
+        if user is None or not user.active:
+            return None
+        user._login_session = session_id
+        return user
+
+    def sessions(self):
+        """This user's login sessions, newest first."""
+        return LoginSession.objects(user_id=self.pk).order_by("-created_at")
 
     @classmethod
     def find_by_email(cls, email):
@@ -75,10 +127,39 @@ class User(Document):
 
     @classmethod
     def create_or_update(cls, email, password, role="admin"):
-        """Create the user, or reset password and role of the existing one."""
+        """Create the user, or reset password and role of the existing one.
+
+        A changed password ends the user's login sessions (their cookies stop working).
+        """
         user = cls.find_by_email(email) or cls(email=email.strip().lower())
-        user.set_password(password)
+        changed = not user.password_hash or not user.check_password(password)
+        if changed:
+            user.set_password(password)
         user.role = role
         user.active = True
         user.save()
+        if changed:
+            LoginSession.objects(user_id=user.pk).delete()
         return user
+
+
+class LoginSession(Document):
+    """One login: a browser's session, its remember-me cookie and its Socket.IO connections.
+
+    Deleting it ends all three (carweb.auth.sessions); the id is random, and the cookies
+    that carry it are signed.
+    """
+
+    id = StringField(primary_key=True, default=lambda: secrets.token_urlsafe(24))
+    user_id = ObjectIdField(required=True)
+    created_at = DateTimeField(default=utcnow)
+    address = StringField()
+    agent = StringField()
+    sockets = ListField(StringField())  # Socket.IO sids opened in this session
+
+    meta = {"collection": "login_sessions", "auto_create_index": False, "indexes": ["user_id"]}
+
+
+def _object_id(text):
+    """`text` as an ObjectId, or None when it is not one."""
+    return ObjectId(text) if ObjectId.is_valid(text) else None

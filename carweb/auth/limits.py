@@ -1,0 +1,50 @@
+"""Failed logins are limited per account and per address (Flask-Limiter).
+
+Only failures count: a login form that comes back (wrong email or password) is a hit,
+a successful login is not. Once a limit is reached every attempt it covers answers 429
+until its window has passed, the right password too, so guessing stops. The counters live
+in Redis when REDIS_URL is set (shared by every web process), else in this process.
+"""
+
+from flask import current_app, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+limiter = Limiter(key_func=get_remote_address, default_limits=[])
+
+
+def init_limits(app):
+    """Bind the limiter with its storage: Redis when configured, memory otherwise."""
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config.get("REDIS_URL") or "memory://")
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    # Redis down: count in memory meanwhile instead of refusing every login.
+    app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
+    limiter.init_app(app)
+
+
+def account_key():
+    """The account a login form names, as the user store spells emails."""
+    return "account:" + (request.form.get("email") or "").strip().lower()[:254]
+
+
+def failed_login(response):
+    """A login POST that did not log in: the form came back."""
+    return response.status_code != 302
+
+
+def login_limits(view):
+    """The two limits of the login view, on POSTs only, counting failures only."""
+    per_account = limiter.limit(
+        lambda: current_app.config["CARWEB_LOGIN_LIMIT_ACCOUNT"],
+        key_func=account_key,
+        methods=["POST"],
+        deduct_when=failed_login,
+        scope="login-account",
+    )
+    per_address = limiter.limit(
+        lambda: current_app.config["CARWEB_LOGIN_LIMIT_ADDRESS"],
+        methods=["POST"],
+        deduct_when=failed_login,
+        scope="login-address",
+    )
+    return per_account(per_address(view))

@@ -1,0 +1,46 @@
+"""Ending login sessions: the session cookie, the remember-me cookie and the live connections at once."""
+
+from flask import request
+from flask_login import current_user
+
+from carweb.extensions import socketio
+from carweb.models import LoginSession
+
+
+def start(user):
+    """A new login session for `user`, from this request's address and browser."""
+    return user.start_session(address=request.remote_addr, agent=request.user_agent.string)
+
+
+def end(sessions):
+    """Delete the login sessions of the query `sessions` and disconnect their Socket.IO connections.
+
+    The cookies that carry them stop working on their next request; a connection held by
+    another web process is disconnected there through the Socket.IO message queue.
+    """
+    sockets = [sid for session in sessions.only("sockets") for sid in session.sockets]
+    count = sessions.delete()
+    for sid in sockets:
+        socketio.server.disconnect(sid)
+    return count
+
+
+def end_all(user):
+    """Log `user` out everywhere; how many sessions ended."""
+    return end(LoginSession.objects(user_id=user.pk))
+
+
+def end_current():
+    """End the session of this request (logout)."""
+    return end(LoginSession.objects(pk=current_user._login_session))
+
+
+def socket_opened(sid):
+    """Remember a Socket.IO connection of the current login session, so ending it disconnects it."""
+    LoginSession.objects(pk=current_user._login_session).update_one(push__sockets=sid)
+
+
+def socket_closed(sid):
+    """Forget a closed Socket.IO connection."""
+    if current_user.is_authenticated:
+        LoginSession.objects(pk=current_user._login_session).update_one(pull__sockets=sid)

@@ -1,0 +1,127 @@
+"""Views of the users blueprint: /users for admins, /account for everyone."""
+
+from bson import ObjectId
+from flask import abort, flash, redirect, render_template, url_for
+from flask_login import current_user, login_user, logout_user
+
+from carweb.auth import role_required, sessions
+from carweb.models import User
+from carweb.models.user import ADMINS
+from carweb.users import bp
+from carweb.users.forms import (
+    ChangePasswordForm,
+    ConfirmForm,
+    CreateUserForm,
+    EditUserForm,
+    ResetPasswordForm,
+)
+
+
+def user_or_404(user_id):
+    """The user with this id, or 404."""
+    user = User.objects(pk=user_id).first() if ObjectId.is_valid(user_id) else None
+    if user is None:
+        abort(404)
+    return user
+
+
+def is_last_admin(user):
+    """True when `user` is the only active admin: demoting or deactivating them would lock everyone out."""
+    return user.is_admin() and user.active and User.objects(role__in=ADMINS, active=True).count() <= 1
+
+
+@bp.route("/users", methods=["GET", "POST"])
+@role_required(ADMINS)
+def index():
+    """Every user, and the form that creates one."""
+    form = CreateUserForm()
+    if form.validate_on_submit():
+        user = User(email=form.email.data.strip().lower(), role=form.role.data)
+        user.set_password(form.password.data)
+        user.save()
+        flash(f"User {user.email} created.", "success")
+        return redirect(url_for("users.index"))
+    users = User.objects.order_by("email")
+    return render_template("users/index.html", users=users, form=form), 400 if form.errors else 200
+
+
+@bp.route("/users/<user_id>", methods=["GET", "POST"])
+@role_required(ADMINS)
+def edit(user_id):
+    """A user's role and state; deactivating ends their sessions at once."""
+    user = user_or_404(user_id)
+    form = EditUserForm(obj=user)
+    if form.validate_on_submit():
+        if is_last_admin(user) and (form.role.data not in ADMINS or not form.active.data):
+            flash("carweb needs one active admin: make another admin first.", "error")
+            return redirect(url_for("users.edit", user_id=user_id))
+        user.update(set__role=form.role.data, set__active=form.active.data)
+        if not form.active.data:
+            sessions.end_all(user)
+        flash(f"{user.email} saved.", "success")
+        return redirect(url_for("users.edit", user_id=user_id))
+    return _edit_page(user, form)
+
+
+@bp.route("/users/<user_id>/password", methods=["POST"])
+@role_required(ADMINS)
+def reset_password(user_id):
+    """Set a new password for a user; their sessions end."""
+    user = user_or_404(user_id)
+    form = ResetPasswordForm()
+    if not form.validate_on_submit():
+        return _edit_page(user, EditUserForm(obj=user), reset=form)
+    user.set_password(form.password.data)
+    user.save()
+    sessions.end_all(user)
+    flash(f"New password set for {user.email}; their sessions ended.", "success")
+    return redirect(url_for("users.edit", user_id=user_id))
+
+
+@bp.route("/users/<user_id>/logout", methods=["POST"])
+@role_required(ADMINS)
+def end_sessions(user_id):
+    """Log a user out everywhere."""
+    user = user_or_404(user_id)
+    if ConfirmForm().validate_on_submit():
+        count = sessions.end_all(user)
+        flash(f"{count} sessions of {user.email} ended.", "success")
+    return redirect(url_for("users.edit", user_id=user_id))
+
+
+def _edit_page(user, form, reset=None):
+    """The edit page, with a form's errors (400) when one was refused."""
+    reset = reset or ResetPasswordForm()
+    page = render_template(
+        "users/edit.html", user=user, form=form, reset=reset, confirm=ConfirmForm(), sessions=user.sessions()
+    )
+    return page, 400 if form.errors or reset.errors else 200
+
+
+@bp.route("/account", methods=["GET", "POST"])
+def account():
+    """Your own password and sessions."""
+    form = ChangePasswordForm()
+    form.user = current_user
+    if form.validate_on_submit():
+        current_user.set_password(form.password.data)
+        current_user.save()
+        sessions.end_all(current_user)  # every other browser is logged out...
+        sessions.start(current_user)  # ...and this one goes on in a new session
+        login_user(current_user)
+        flash("Password changed; your other sessions ended.", "success")
+        return redirect(url_for("users.account"))
+    page = render_template(
+        "users/account.html", form=form, confirm=ConfirmForm(), sessions=current_user.sessions()
+    )
+    return page, 400 if form.errors else 200
+
+
+@bp.route("/account/logout", methods=["POST"])
+def logout_everywhere():
+    """End every session of yours, this one too."""
+    if ConfirmForm().validate_on_submit():
+        sessions.end_all(current_user)
+        logout_user()
+        flash("You are logged out everywhere.", "info")
+    return redirect(url_for("auth.login"))
