@@ -31,6 +31,7 @@ def sample_documents(count, devices, prefix):
         {
             "_id": ObjectId(),
             "device_id": f"{prefix}-{n % devices}",
+            "seq": n // devices + 1,  # each device's messages numbered 1, 2, ... as the bridge does
             "topic": f"{prefix}-{n % devices}/telemetry",
             "payload": b'{"speed": 50.5, "rpm": 2100, "battery": 13.9}',
             "text": '{"speed": 50.5, "rpm": 2100, "battery": 13.9}',

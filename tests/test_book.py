@@ -1,6 +1,7 @@
 """The bridge's in-memory book of devices, and its limits on held bytes and log lines (pure)."""
 
 import logging
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import gevent
@@ -137,11 +138,25 @@ def test_fair_queue_spreads_a_burst_over_batches_and_keeps_each_devices_order():
         queue.put("burst", ("burst", n))
     queue.put("quiet", ("quiet", 0))
     first = queue.take(100)
-    assert first[-1] == ("quiet", 0) and len(first) == FairQueue.TURN + 1
+    assert first[-1] == ("quiet", 0) and len(first) == max(FairQueue.TURN, 100 // 2) + 1
     rest = []
     while queue.qsize():
         rest += queue.take(100)
     assert [n for device, n in first + rest if device == "burst"] == list(range(1000))
+
+
+def test_fair_queue_gives_each_of_many_devices_its_turn_and_fills_batches_of_few():
+    """600 waiting devices: TURN each at most; two devices: the batch fills from both."""
+    queue = FairQueue(maxsize=50_000)
+    for n in range(600):
+        for k in range(40):
+            queue.put(f"d{n}", (f"d{n}", k))
+    batch = queue.take(1000)
+    assert len(batch) == 1000 and max(Counter(d for d, _ in batch).values()) == FairQueue.TURN
+    few = FairQueue(maxsize=5000)
+    for n in range(2000):
+        few.put(f"f{n % 2}", n)
+    assert len(few.take(1000)) == 1000
 
 
 def test_fair_queue_holds_the_producer_while_full():

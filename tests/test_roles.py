@@ -39,6 +39,8 @@ ROUTES = [
     ("POST", "/firmware/rollouts/{rollout}/cancel", "operator"),
     ("GET", "/account", "viewer"),
     ("POST", "/account", "viewer"),
+    ("GET", "/audit", "admin"),
+    ("GET", "/audit?action=login&who=someone@example.com", "admin"),
     ("GET", "/users", "admin"),
     ("POST", "/users", "admin"),
     ("GET", "/users/{user}", "admin"),

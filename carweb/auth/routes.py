@@ -3,6 +3,7 @@
 from flask import flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
+from carweb import audit
 from carweb.auth import bp, safe_next_url, sessions
 from carweb.auth.forms import LoginForm, LogoutForm
 from carweb.auth.limits import login_limits
@@ -26,7 +27,10 @@ def login():
         g.pop("csrf_token", None)  # Flask-WTF's copy of the cleared token: the next form makes a new one
         sessions.start(form.user)
         login_user(form.user, remember=form.remember.data)
+        audit.record("login")
         return redirect(safe_next_url(request.args.get("next")))
+    if form.is_submitted() and form.errors:
+        audit.record("login failed", who=(form.email.data or "").strip().lower()[:254])
     return render_template("auth/login.html", form=form)
 
 
@@ -34,6 +38,7 @@ def login():
 def logout():
     """End the session."""
     if LogoutForm().validate_on_submit():
+        audit.record("logout")
         sessions.end_current()
         logout_user()
         flash("You are logged out.", "info")

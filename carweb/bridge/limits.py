@@ -72,10 +72,13 @@ class FairQueue:
     """Messages waiting to be written, one queue per device, taken in turns.
 
     A device that sends a thousand messages at once would otherwise put every other
-    device's messages behind its own: a batch takes at most TURN messages of each device,
-    the devices in turn, so a burst is spread over several small batches and everyone
-    else's messages go into the next one instead of waiting for a large write. Each
-    device's messages keep their order. `put` waits while `maxsize` messages are held.
+    device's messages behind its own: a batch takes an equal share of each waiting
+    device, the devices in turn, so a burst is spread over several smaller batches and
+    everyone else's messages go into the next one instead of waiting for a large write.
+    The share is the batch limit over the devices waiting, and at least TURN: with
+    hundreds of devices waiting it is TURN, with a few it still fills the batch (larger
+    batches cost less per message). Each device's messages keep their order. `put`
+    waits while `maxsize` messages are held.
     """
 
     TURN = 32
@@ -100,16 +103,17 @@ class FairQueue:
         self._changed.set()
 
     def take(self, limit):
-        """Wait for at least one item, then take up to `limit`: at most TURN of each device, devices in turn."""
+        """Wait for at least one item, then take up to `limit`: a share of each device, devices in turn."""
         while not self._size:
             self._changed.clear()
             self._changed.wait()
         batch = []
+        share = max(self.TURN, limit // len(self._devices))
         for device_id in list(self._devices):
             if len(batch) >= limit:
                 break
             items = self._devices.pop(device_id)
-            for _ in range(min(self.TURN, limit - len(batch), len(items))):
+            for _ in range(min(share, limit - len(batch), len(items))):
                 batch.append(items.popleft())
             if items:
                 self._devices[device_id] = items  # back in line, behind the others

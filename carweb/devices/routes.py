@@ -3,6 +3,7 @@
 from bson import ObjectId
 from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
 
+from carweb import audit
 from carweb.auth import role_required
 from carweb.background import running_bridge
 from carweb.devices import bp
@@ -85,6 +86,7 @@ def rename(device_id):
     form = RenameForm()
     if form.validate_on_submit():
         device.update(set__name=form.name.data.strip())
+        audit.record("device renamed", device_id, name=form.name.data.strip())
         flash("Device renamed.", "success")
     else:
         flash("A name of 1 to 200 characters is required.", "error")
@@ -100,6 +102,7 @@ def delete(device_id):
     if form.validate_on_submit():
         deleted = Message.objects(device_id=device_id).delete()
         device.delete()
+        audit.record("device deleted", device_id, messages=deleted)
         flash(f"Device {device_id} and its {deleted} messages were deleted.", "success")
         return redirect(url_for("devices.index"))
     return render_template("devices/delete.html", device=device, form=form)

@@ -16,6 +16,7 @@ from flask_login import current_user
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wsgi import FileWrapper
 
+from carweb import audit
 from carweb.auth import role_required
 from carweb.firmware import app_object, bp
 from carweb.firmware.forms import ConfirmForm, DeviceUpdateForm, RolloutForm, UploadForm
@@ -106,6 +107,7 @@ def upload():
         except FirmwareError as exc:
             form.file.errors.append(str(exc))
         else:
+            audit.record("firmware uploaded", firmware.label, size=firmware.size, sha256=firmware.sha256)
             flash(f"{firmware.label} uploaded (SHA-256 {firmware.sha256}).", "success")
             location = url_for("firmware.show", firmware_id=firmware.pk)
             return jsonify(location=location) if _wants_json() else redirect(location)
@@ -138,6 +140,7 @@ def delete(firmware_id):
         except FirmwareError as exc:
             flash(str(exc), "error")
             return redirect(url_for("firmware.show", firmware_id=firmware_id))
+        audit.record("firmware deleted", firmware.label)
         flash(f"{firmware.label} deleted.", "success")
         return redirect(url_for("firmware.index"))
     return render_template("firmware/delete.html", firmware=firmware, form=form)
@@ -164,6 +167,7 @@ def new_rollout(firmware_id):
         except RolloutError as exc:
             form.target.errors.append(str(exc))
         else:
+            audit.record("rollout started", rollout.pk, firmware=firmware.label, devices=rollout.device_count)
             flash(f"Rollout of {firmware.label} to {rollout.device_count} devices started.", "success")
             return redirect(url_for("firmware.rollout", rollout_id=rollout.pk))
     return render_template("firmware/rollout_new.html", firmware=firmware, form=form)
@@ -194,6 +198,7 @@ def control(rollout_id, action):
         abort(400)
     try:
         steps[action](app_object(), item.pk)
+        audit.record("rollout resumed" if action == "resume" else "rollout canceled", item.pk)
         flash(f"Rollout {'resumed' if action == 'resume' else 'canceled'}.", "success")
     except RolloutError as exc:
         flash(str(exc), "error")
@@ -208,12 +213,13 @@ def update_device(device_id):
     form = DeviceUpdateForm().set_choices()
     if form.validate_on_submit():
         try:
-            create_rollout(
+            single = create_rollout(
                 app_object(),
                 firmware_or_404(form.firmware.data),
                 [device.device_id],
                 created_by=current_user.email,
             )
+            audit.record("rollout started", single.pk, devices=1, device=device.device_id)
             flash("Update started.", "success")
         except RolloutError as exc:
             flash(str(exc), "error")

@@ -1,12 +1,13 @@
 """MongoEngine documents; collection names are a contract operators query."""
 
+from carweb.models.audit import AuditEntry
 from carweb.models.device import Device
 from carweb.models.firmware import Firmware, Rollout, UpdateJob
 from carweb.models.message import Message
 from carweb.models.state import IngestState
 from carweb.models.user import LoginSession, User
 
-ALL_DOCUMENTS = (User, LoginSession, Device, Message, Firmware, Rollout, UpdateJob, IngestState)
+ALL_DOCUMENTS = (User, LoginSession, Device, Message, Firmware, Rollout, UpdateJob, IngestState, AuditEntry)
 
 
 def ensure_indexes():
@@ -24,6 +25,7 @@ __all__ = [
     "Rollout",
     "UpdateJob",
     "IngestState",
+    "AuditEntry",
     "ALL_DOCUMENTS",
     "ensure_indexes",
 ]

@@ -2,9 +2,19 @@
 
 from flask_wtf import FlaskForm
 from mongoengine.errors import ValidationError as MongoValidationError
-from wtforms import BooleanField, EmailField, PasswordField, SelectChoice, SelectField, SubmitField
-from wtforms.validators import DataRequired, EqualTo, Length, ValidationError
+from wtforms import (
+    BooleanField,
+    EmailField,
+    HiddenField,
+    PasswordField,
+    SelectChoice,
+    SelectField,
+    StringField,
+    SubmitField,
+)
+from wtforms.validators import DataRequired, EqualTo, Length, Optional, Regexp, ValidationError
 
+from carweb.models.audit import ACTIONS
 from carweb.models.user import MIN_PASSWORD, ROLES, User
 
 ROLE_CHOICES = [SelectChoice(role) for role in ROLES]
@@ -72,3 +82,16 @@ class ConfirmForm(FlaskForm):
     """A button with a CSRF token (log out everywhere)."""
 
     submit = SubmitField("Log out everywhere")
+
+
+class AuditFilterForm(FlaskForm):
+    """Filters of the audit log (a GET form, no CSRF)."""
+
+    class Meta:
+        csrf = False
+
+    action = SelectField(
+        "Action", choices=[SelectChoice("", "any")] + [SelectChoice(a) for a in ACTIONS], default=""
+    )
+    who = StringField("User", validators=[Optional(), Length(max=254)])
+    before = HiddenField(validators=[Optional(), Regexp("^[0-9a-f]{24}$", message="Bad page cursor.")])

@@ -1,14 +1,16 @@
 """Views of the users blueprint: /users for admins, /account for everyone."""
 
 from bson import ObjectId
-from flask import abort, flash, redirect, render_template, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 
+from carweb import audit
 from carweb.auth import role_required, sessions
 from carweb.models import User
 from carweb.models.user import ADMINS
 from carweb.users import bp
 from carweb.users.forms import (
+    AuditFilterForm,
     ChangePasswordForm,
     ConfirmForm,
     CreateUserForm,
@@ -39,6 +41,7 @@ def index():
         user = User(email=form.email.data.strip().lower(), role=form.role.data)
         user.set_password(form.password.data)
         user.save()
+        audit.record("user created", user.email, role=user.role)
         flash(f"User {user.email} created.", "success")
         return redirect(url_for("users.index"))
     users = User.objects.order_by("email")
@@ -56,6 +59,7 @@ def edit(user_id):
             flash("carweb needs one active admin: make another admin first.", "error")
             return redirect(url_for("users.edit", user_id=user_id))
         user.update(set__role=form.role.data, set__active=form.active.data)
+        audit.record("user changed", user.email, role=form.role.data, active=form.active.data)
         if not form.active.data:
             sessions.end_all(user)
         flash(f"{user.email} saved.", "success")
@@ -74,6 +78,7 @@ def reset_password(user_id):
     user.set_password(form.password.data)
     user.save()
     sessions.end_all(user)
+    audit.record("user password set", user.email)
     flash(f"New password set for {user.email}; their sessions ended.", "success")
     return redirect(url_for("users.edit", user_id=user_id))
 
@@ -85,6 +90,7 @@ def end_sessions(user_id):
     user = user_or_404(user_id)
     if ConfirmForm().validate_on_submit():
         count = sessions.end_all(user)
+        audit.record("user sessions ended", user.email, sessions=count)
         flash(f"{count} sessions of {user.email} ended.", "success")
     return redirect(url_for("users.edit", user_id=user_id))
 
@@ -106,6 +112,7 @@ def account():
     if form.validate_on_submit():
         current_user.set_password(form.password.data)
         current_user.save()
+        audit.record("user password set", current_user.email)
         sessions.end_all(current_user)  # every other browser is logged out...
         sessions.start(current_user)  # ...and this one goes on in a new session
         login_user(current_user)
@@ -121,7 +128,22 @@ def account():
 def logout_everywhere():
     """End every session of yours, this one too."""
     if ConfirmForm().validate_on_submit():
+        audit.record("user sessions ended", current_user.email)
         sessions.end_all(current_user)
         logout_user()
         flash("You are logged out everywhere.", "info")
     return redirect(url_for("auth.login"))
+
+
+@bp.route("/audit")
+@role_required(ADMINS)
+def audit_log():
+    """The audit log, newest first, by keyset pages; filter by action and by user."""
+    form = AuditFilterForm(request.args)
+    if not form.validate():
+        return render_template("users/audit.html", form=form, entries=[], older=None), 400
+    entries, more = audit.page(
+        form.action.data or None, form.who.data or None, audit.parse_cursor(form.before.data)
+    )
+    older = str(entries[-1].pk) if more else None
+    return render_template("users/audit.html", form=form, entries=entries, older=older)
