@@ -2,6 +2,7 @@
 
 from collections import defaultdict
 
+from flask_socketio import join_room, rooms
 from socketio import PubSubManager
 
 from carweb.extensions import socketio
@@ -9,9 +10,21 @@ from carweb.history import encode_cursor
 from carweb.payloads import payload_view
 
 DEVICES_ROOM = "devices"
+# Rooms one connection may be in besides its own: a page joins one to three, so this only
+# stops a client that joins room after room to make every broadcast reach it.
+MAX_ROOMS = 50
 # One device-list event carries at most this many devices (the most recently seen): a page
 # shows fifty, and thousands of devices speaking at once must not make every event huge.
 DEVICES_EVENT_MAX = 500
+
+
+def join(room):
+    """Put the current connection in `room`; False when it is in MAX_ROOMS already (joining one again is free)."""
+    joined = rooms()
+    if room not in joined and len(joined) > MAX_ROOMS:  # rooms() lists the connection's own room too
+        return False
+    join_room(room)
+    return True
 
 
 def device_room(device_id):

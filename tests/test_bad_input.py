@@ -99,3 +99,17 @@ def test_watch_device_with_a_bad_cursor_says_so(live_server):
         assert client.call("watch_device", {"device_id": "car-1"}, timeout=5)["ok"] is True
     finally:
         client.disconnect()
+
+
+def test_one_connection_cannot_join_room_after_room(live_server):
+    """Fifty rooms per connection; past them a watch is refused, and a room joined before still answers."""
+    client = socketio.Client(reconnection=False)
+    cookie = cookie_header(live_server.login_session())
+    client.connect(live_server.url, headers={"Cookie": cookie}, transports=["websocket"], wait_timeout=5)
+    try:
+        replies = [client.call("watch_device", {"device_id": f"room-{n}"}, timeout=5) for n in range(60)]
+        assert [r["ok"] for r in replies] == [True] * 50 + [False] * 10
+        assert replies[-1]["error"] == "too many rooms"
+        assert client.call("watch_device", {"device_id": "room-0"}, timeout=5)["ok"] is True
+    finally:
+        client.disconnect()

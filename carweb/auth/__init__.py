@@ -10,7 +10,7 @@ from carweb.models import User
 
 bp = Blueprint("auth", __name__)
 # firmware.download: devices authenticate with the signed token in the URL.
-# The largest body an anonymous request may have (the login form is well under 4 KiB).
+# The largest body a public endpoint accepts (the login form is well under 4 KiB).
 ANONYMOUS_MAX_BODY = 16 * 1024
 PUBLIC_ENDPOINTS = {"auth.login", "api.healthz", "api.metrics", "static", "firmware.download"}
 
@@ -35,12 +35,12 @@ def load_user(user_id):
 def require_login():
     """Redirect to /login for any endpoint not listed as public, before anything reads the body.
 
-    Runs before CSRF protection, so an anonymous POST is turned away unread; what an
-    anonymous visitor may post (the login form) is held to ANONYMOUS_MAX_BODY.
+    Runs before CSRF protection, so an anonymous POST is turned away unread; what a
+    public endpoint may be sent (the login form) is held to ANONYMOUS_MAX_BODY. Public
+    endpoints do not load the user at all.
     """
-    if not current_user.is_authenticated:
-        request.max_content_length = ANONYMOUS_MAX_BODY
     if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
+        request.max_content_length = ANONYMOUS_MAX_BODY  # none of them takes more, logged in or not
         return None
     if not current_user.is_authenticated:
         return login_manager.unauthorized()

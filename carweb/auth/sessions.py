@@ -4,7 +4,7 @@ from flask import request
 from flask_login import current_user
 
 from carweb.extensions import socketio
-from carweb.models import LoginSession
+from carweb.models import LoginSession, User
 
 
 def start(user):
@@ -18,9 +18,11 @@ def end(sessions):
     The cookies that carry them stop working on their next request; a connection held by
     another web process is disconnected there through the Socket.IO message queue.
     """
-    sockets = [sid for session in sessions.only("sockets") for sid in session.sockets]
+    ended = list(sessions.only("id", "user_id", "sockets"))
+    for session in ended:
+        User.objects(pk=session.user_id).update_one(pull__session_ids=session.pk)
     count = sessions.delete()
-    for sid in sockets:
+    for sid in (sid for session in ended for sid in session.sockets):
         socketio.server.disconnect(sid)
     return count
 

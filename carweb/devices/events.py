@@ -2,14 +2,14 @@
 
 from flask import current_app, request
 from flask_login import current_user
-from flask_socketio import ConnectionRefusedError, join_room
+from flask_socketio import ConnectionRefusedError
 
 from carweb.auth import sessions
 from carweb.background import running_bridge
 from carweb.bridge.topics import MAX_DEVICE_ID_LENGTH
 from carweb.extensions import socketio
 from carweb.history import messages_after
-from carweb.live import DEVICES_ROOM, device_room, device_summary, message_summary, state_summary
+from carweb.live import DEVICES_ROOM, device_room, device_summary, join, message_summary, state_summary
 from carweb.models import Device
 
 CATCH_UP_LIMIT = 200
@@ -32,8 +32,7 @@ def disconnect(reason=None):
 @socketio.on("watch_devices")
 def watch_devices():
     """Browser -> server: the device list page wants device updates ("devices" events)."""
-    join_room(DEVICES_ROOM)
-    return True
+    return join(DEVICES_ROOM)
 
 
 @socketio.on("watch_device")
@@ -49,7 +48,8 @@ def watch_device(request):
     device_id, after = request.get("device_id"), request.get("after")
     if not isinstance(device_id, str) or not 0 < len(device_id) <= MAX_DEVICE_ID_LENGTH:
         return {"ok": False, "error": "bad device id"}
-    join_room(device_room(device_id))
+    if not join(device_room(device_id)):
+        return {"ok": False, "error": "too many rooms"}
     if not after:
         return {"ok": True, "messages": [], "more": False}
     try:

@@ -1,11 +1,10 @@
 """Socket.IO handlers for the firmware pages (the connection itself is checked in devices/events.py)."""
 
 from bson import ObjectId
-from flask_socketio import join_room
 
 from carweb.bridge.topics import MAX_DEVICE_ID_LENGTH
 from carweb.extensions import socketio
-from carweb.live import device_firmware_room, image_room, job_summary, rollout_room, rollout_summary
+from carweb.live import device_firmware_room, image_room, job_summary, join, rollout_room, rollout_summary
 from carweb.models import Device, Rollout, UpdateJob
 from carweb.ota.jobs import latest_jobs
 
@@ -23,7 +22,8 @@ def watch_rollout(request):
     rollout = Rollout.objects(pk=rollout_id).exclude("targets").first()
     if rollout is None:
         return {"ok": False, "error": "no such rollout"}
-    join_room(rollout_room(rollout_id))
+    if not join(rollout_room(rollout_id)):
+        return {"ok": False, "error": "too many rooms"}
     jobs = UpdateJob.objects(rollout_id=rollout.pk)
     return {"ok": True, "rollout": rollout_summary(rollout), "jobs": [job_summary(j) for j in jobs]}
 
@@ -37,7 +37,8 @@ def watch_firmware(request):
     firmware_id = request.get("firmware_id") if isinstance(request, dict) else None
     if not isinstance(firmware_id, str) or not ObjectId.is_valid(firmware_id):
         return {"ok": False, "error": "bad firmware id"}
-    join_room(image_room(firmware_id))
+    if not join(image_room(firmware_id)):
+        return {"ok": False, "error": "too many rooms"}
     return {
         "ok": True,
         "jobs": [job_summary(j) for j in UpdateJob.objects(firmware_id=ObjectId(firmware_id))],
@@ -54,7 +55,8 @@ def watch_device_firmware(request):
     device_id = request.get("device_id") if isinstance(request, dict) else None
     if not isinstance(device_id, str) or not 0 < len(device_id) <= MAX_DEVICE_ID_LENGTH:
         return {"ok": False, "error": "bad device id"}
-    join_room(device_firmware_room(device_id))
+    if not join(device_firmware_room(device_id)):
+        return {"ok": False, "error": "too many rooms"}
     device = Device.objects(device_id=device_id).only("fw_version").first()
     return {
         "ok": True,

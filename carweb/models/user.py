@@ -44,6 +44,8 @@ class User(Document):
     role = StringField(required=True, choices=ROLES, default="viewer")
     active = BooleanField(default=True)
     created_at = DateTimeField(default=utcnow)
+    # Ids of the user's open login sessions, so loading the user checks the session too.
+    session_ids = ListField(StringField())
 
     meta = {"collection": "users", "auto_create_index": False}
     _login_session = None  # the login session of this request (not stored with the user)
@@ -101,19 +103,19 @@ class User(Document):
     def start_session(self, address=None, agent=None):
         """Record a new login of this user; get_id names it from now on."""
         session = LoginSession(user_id=self.pk, address=address, agent=(agent or "")[:300]).save()
+        self.update(push__session_ids=session.pk)
         self._login_session = session.pk
         return session
 
     @classmethod
     def from_session_id(cls, value):
-        """The active user a get_id() value names while its login session lasts, else None."""
+        """The active user a get_id() value names while its login session lasts, else None (one read)."""
         user_id, _, session_id = (value or "").partition(":")
-        if not session_id or LoginSession.objects(pk=session_id, user_id=_object_id(user_id)).count() == 0:
+        if not session_id or not ObjectId.is_valid(user_id):
             return None
-        user = cls.objects(pk=_object_id(user_id)).first()
-        if user is None or not user.active:
-            return None
-        user._login_session = session_id
+        user = cls.objects(pk=ObjectId(user_id), session_ids=session_id, active=True).first()
+        if user is not None:
+            user._login_session = session_id
         return user
 
     def sessions(self):
@@ -140,6 +142,7 @@ class User(Document):
         user.save()
         if changed:
             LoginSession.objects(user_id=user.pk).delete()
+            user.update(set__session_ids=[])
         return user
 
 
@@ -158,8 +161,3 @@ class LoginSession(Document):
     sockets = ListField(StringField())  # Socket.IO sids opened in this session
 
     meta = {"collection": "login_sessions", "auto_create_index": False, "indexes": ["user_id"]}
-
-
-def _object_id(text):
-    """`text` as an ObjectId, or None when it is not one."""
-    return ObjectId(text) if ObjectId.is_valid(text) else None
