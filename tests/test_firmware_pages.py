@@ -11,6 +11,7 @@ from mongoengine.connection import get_db
 
 from carweb.models import Device, Firmware, Rollout, UpdateJob
 from carweb.ota.delivery import signed_download_url
+from carweb.ota.rollouts import create_rollout
 from carweb.ota.store import store_firmware
 from tests.conftest import csrf_token
 
@@ -253,3 +254,24 @@ def test_download_token_stops_working_once_its_job_has_ended(client, auth, app, 
     assert client.get(url, headers={"Range": "bytes=0-9"}).status_code == 206
     UpdateJob.objects(pk=job.pk).update_one(set__state=state)
     assert client.get(url).status_code == 403
+
+
+def test_an_image_page_lists_its_jobs_by_keyset_pages(client, auth, app):
+    """250 jobs: pages of 100, 100 and 50, newest first, each job once; a bad cursor is a 400."""
+    auth.login()
+    firmware = store_firmware(io.BytesIO(IMAGE), "ecu", "3.0.0")
+    ids = [f"pg-{n:03d}" for n in range(250)]
+    for device_id in ids:
+        Device(device_id=device_id).save()
+    create_rollout(app, firmware, ids)
+    wanted = [job.device_id for job in UpdateJob.objects(firmware_id=firmware.pk).order_by("-id")]
+    seen, path, sizes = [], f"/firmware/{firmware.pk}", []
+    while path:
+        page = client.get(path).get_data(as_text=True)
+        rows = re.findall(r'href="/devices/(pg-\d{3})"', page)
+        seen += rows
+        sizes.append(len(rows))
+        older = re.search(r'href="(/firmware/[0-9a-f]{24}\?before=[0-9a-f]{24})"', page)
+        path = older.group(1) if older else None
+    assert seen == wanted and sizes == [100, 100, 50]
+    assert client.get(f"/firmware/{firmware.pk}?before=nope").status_code == 400

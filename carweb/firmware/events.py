@@ -6,7 +6,7 @@ from carweb.bridge.topics import MAX_DEVICE_ID_LENGTH
 from carweb.extensions import socketio
 from carweb.live import device_firmware_room, image_room, job_summary, join, rollout_room, rollout_summary
 from carweb.models import Device, Rollout, UpdateJob
-from carweb.ota.jobs import latest_jobs
+from carweb.ota.jobs import image_jobs, latest_jobs
 
 
 @socketio.on("watch_rollout")
@@ -30,9 +30,9 @@ def watch_rollout(request):
 
 @socketio.on("watch_firmware")
 def watch_firmware(request):
-    """Browser -> server: join an image's room ("job" events); reply with every job that sends it.
+    """Browser -> server: join an image's room ("job" events); reply with its newest jobs (one page).
 
-    `request` is {"firmware_id": ...}; the reply is {"ok": bool, "jobs": [...]}.
+    `request` is {"firmware_id": ...}; the reply is {"ok": bool, "jobs": [...]}, newest first.
     """
     firmware_id = request.get("firmware_id") if isinstance(request, dict) else None
     if not isinstance(firmware_id, str) or not ObjectId.is_valid(firmware_id):
@@ -41,7 +41,7 @@ def watch_firmware(request):
         return {"ok": False, "error": "too many rooms"}
     return {
         "ok": True,
-        "jobs": [job_summary(j) for j in UpdateJob.objects(firmware_id=ObjectId(firmware_id))],
+        "jobs": [job_summary(j) for j in image_jobs(ObjectId(firmware_id))[0]],
     }
 
 

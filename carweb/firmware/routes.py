@@ -24,6 +24,7 @@ from carweb.live import job_summary
 from carweb.models import Device, Firmware, Rollout, UpdateJob
 from carweb.models.user import ADMINS, OPERATORS
 from carweb.ota.delivery import InvalidToken, downloadable_firmware
+from carweb.ota.jobs import JOBS_PAGE, image_jobs
 from carweb.ota.rollouts import (
     RolloutError,
     cancel_rollout,
@@ -118,13 +119,19 @@ def upload():
 
 @bp.route("/<firmware_id>")
 def show(firmware_id):
-    """An image, its rollouts and every job that sends it."""
+    """An image, its newest rollouts and the jobs that send it, newest first by keyset pages."""
     firmware = firmware_or_404(firmware_id)
+    before = request.args.get("before")
+    if before is not None and not ObjectId.is_valid(before):
+        abort(400, "Bad page cursor.")
+    jobs, more = image_jobs(firmware.pk, ObjectId(before) if before else None)
+    rollouts = Rollout.objects(firmware_id=firmware.pk).exclude("targets").order_by("-created_at")
     return render_template(
         "firmware/show.html",
         firmware=firmware,
-        rollouts=Rollout.objects(firmware_id=firmware.pk).exclude("targets").order_by("-created_at"),
-        jobs=[job_summary(j) for j in UpdateJob.objects(firmware_id=firmware.pk).order_by("-updated_at")],
+        rollouts=rollouts.limit(JOBS_PAGE),
+        jobs=[job_summary(j) for j in jobs],
+        older=str(jobs[-1].pk) if more else None,
     )
 
 

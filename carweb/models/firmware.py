@@ -104,6 +104,7 @@ class UpdateJob(Document):
             {"fields": ["rollout_id", "wave", "state"], "name": "rollout_wave"},
             {"fields": ["device_id", "-updated_at"], "name": "device_jobs"},
             {"fields": ["firmware_id", "state"], "name": "firmware_jobs"},
+            {"fields": ["firmware_id", "-_id"], "name": "image_jobs"},  # an image's jobs, newest first
             {"fields": ["timeout_at"], "name": "timeout"},
         ],
     }

@@ -22,6 +22,7 @@ RANK = {state: rank for rank, state in enumerate(FORWARD_STATES)}
 CANCELABLE_STATES = FORWARD_STATES[: RANK["UPDATING"]]
 TOLD_STATES = CANCELABLE_STATES[1:]
 DEVICE_JOBS_SHOWN = 20
+JOBS_PAGE = 100  # jobs (and rollouts) one image page lists; older ones are a link away
 
 
 @dataclass(frozen=True)
@@ -177,3 +178,12 @@ def cancel_job(job, at=None):
         unset__timeout_at=True,
         push__history=history_entry("CANCELED", at, note="rollout canceled"),
     )
+
+
+def image_jobs(firmware_id, before=None, limit=JOBS_PAGE):
+    """Up to `limit` jobs of an image, newest first, older than the job id `before`; and whether more exist."""
+    query = UpdateJob.objects(firmware_id=firmware_id)
+    if before is not None:
+        query = query.filter(id__lt=before)
+    jobs = list(query.order_by("-id").limit(limit + 1))
+    return jobs[:limit], len(jobs) > limit
