@@ -113,3 +113,18 @@ def test_one_connection_cannot_join_room_after_room(live_server):
         assert client.call("watch_device", {"device_id": "room-0"}, timeout=5)["ok"] is True
     finally:
         client.disconnect()
+
+
+def test_watch_rollout_refuses_job_ids_that_are_not_one_page_of_ids(live_server):
+    """Not a list, not ids, or more than a page: refused with the reason."""
+    client = socketio.Client(reconnection=False)
+    cookie = cookie_header(live_server.login_session())
+    client.connect(live_server.url, headers={"Cookie": cookie}, transports=["websocket"], wait_timeout=5)
+    try:
+        for job_ids in ("abc", [1], ["nope"], ["0" * 24] * 101, {"a": 1}):
+            reply = client.call("watch_rollout", {"rollout_id": "0" * 24, "job_ids": job_ids}, timeout=5)
+            assert reply == {"ok": False, "error": "bad job ids"}, job_ids
+        reply = client.call("watch_rollout", {"rollout_id": "0" * 24, "job_ids": ["0" * 24]}, timeout=5)
+        assert reply == {"ok": False, "error": "no such rollout"}
+    finally:
+        client.disconnect()

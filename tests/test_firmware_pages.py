@@ -258,20 +258,46 @@ def test_download_token_stops_working_once_its_job_has_ended(client, auth, app, 
 
 def test_an_image_page_lists_its_jobs_by_keyset_pages(client, auth, app):
     """250 jobs: pages of 100, 100 and 50, newest first, each job once; a bad cursor is a 400."""
+    firmware, rollout = rollout_of_250(client, auth, app)
+    wanted = [job.device_id for job in UpdateJob.objects(firmware_id=firmware.pk).order_by("-id")]
+    seen, sizes = read_pages(
+        client, f"/firmware/{firmware.pk}", r"/firmware/[0-9a-f]{24}\?before=[0-9a-f]{24}"
+    )
+    assert seen == wanted and sizes == [100, 100, 50]
+    assert client.get(f"/firmware/{firmware.pk}?before=nope").status_code == 400
+
+
+def rollout_of_250(client, auth, app):
+    """Log in; an image and a rollout of it to 250 devices in waves of 20 % and 100 %."""
     auth.login()
     firmware = store_firmware(io.BytesIO(IMAGE), "ecu", "3.0.0")
     ids = [f"pg-{n:03d}" for n in range(250)]
     for device_id in ids:
         Device(device_id=device_id).save()
-    create_rollout(app, firmware, ids)
-    wanted = [job.device_id for job in UpdateJob.objects(firmware_id=firmware.pk).order_by("-id")]
-    seen, path, sizes = [], f"/firmware/{firmware.pk}", []
+    return firmware, create_rollout(app, firmware, ids, waves=(20, 100))
+
+
+def read_pages(client, path, older_link):
+    """Follow a list's 'older' links from `path`; the device ids of its job rows, and each page's size."""
+    seen, sizes = [], []
     while path:
         page = client.get(path).get_data(as_text=True)
         rows = re.findall(r'href="/devices/(pg-\d{3})"', page)
         seen += rows
         sizes.append(len(rows))
-        older = re.search(r'href="(/firmware/[0-9a-f]{24}\?before=[0-9a-f]{24})"', page)
+        older = re.search(f'href="({older_link})"', page)
         path = older.group(1) if older else None
-    assert seen == wanted and sizes == [100, 100, 50]
-    assert client.get(f"/firmware/{firmware.pk}?before=nope").status_code == 400
+    return seen, sizes
+
+
+def test_a_rollout_page_lists_its_jobs_by_pages_and_counts_them_all(client, auth, app):
+    """250 jobs: pages of 100, 100 and 50 by device id; every page counts all 250 per state and wave."""
+    _, rollout = rollout_of_250(client, auth, app)
+    path = f"/firmware/rollouts/{rollout.pk}"
+    seen, sizes = read_pages(client, path, r"/firmware/rollouts/[0-9a-f]{24}\?after=pg-\d{3}")
+    assert seen == [f"pg-{n:03d}" for n in range(250)] and sizes == [100, 100, 50]
+    page = client.get(path + "?after=pg-200").get_data(as_text=True)
+    assert re.search(r'data-count-state="SENT">.*?<b data-field="count">50</b>', page)
+    assert re.search(r'data-count-state="QUEUED">.*?<b data-field="count">200</b>', page)
+    assert 'data-size="50"' in page and 'data-size="200"' in page
+    assert client.get(path + "?after=" + "x" * 300).status_code == 400

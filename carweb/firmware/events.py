@@ -7,25 +7,37 @@ from carweb.extensions import socketio
 from carweb.live import device_firmware_room, image_room, job_summary, join, rollout_room, rollout_summary
 from carweb.models import Device, Rollout, UpdateJob
 from carweb.ota.jobs import image_jobs, latest_jobs
+from carweb.ota.rollouts import ROLLOUT_JOBS_PAGE, job_tally, rollout_progress
 
 
 @socketio.on("watch_rollout")
 def watch_rollout(request):
-    """Browser -> server: join a rollout's room ("rollout" and "job" events) and get its current state.
+    """Browser -> server: join a rollout's room ("rollout" and "job" events); get its state and progress.
 
-    `request` is {"rollout_id": ...}; the reply is {"ok": bool, "rollout": {...}, "jobs": [...]},
-    so a page that was rendered or disconnected a moment ago misses nothing.
+    `request` is {"rollout_id": ..., "job_ids": [...]} with the ids of the jobs the page
+    shows (at most one page); the reply is {"ok": bool, "rollout": {...}, "progress":
+    {"counts", "waves"}, "jobs": [...]} with those jobs' current states, so a page that was
+    rendered or disconnected a moment ago misses nothing. Pages ask again to recount.
     """
-    rollout_id = request.get("rollout_id") if isinstance(request, dict) else None
+    request = request if isinstance(request, dict) else {}
+    rollout_id, job_ids = request.get("rollout_id"), request.get("job_ids") or []
     if not isinstance(rollout_id, str) or not ObjectId.is_valid(rollout_id):
         return {"ok": False, "error": "bad rollout id"}
+    valid = isinstance(job_ids, list) and len(job_ids) <= ROLLOUT_JOBS_PAGE
+    if not valid or not all(isinstance(i, str) and ObjectId.is_valid(i) for i in job_ids):
+        return {"ok": False, "error": "bad job ids"}
     rollout = Rollout.objects(pk=rollout_id).exclude("targets").first()
     if rollout is None:
         return {"ok": False, "error": "no such rollout"}
     if not join(rollout_room(rollout_id)):
         return {"ok": False, "error": "too many rooms"}
-    jobs = UpdateJob.objects(rollout_id=rollout.pk)
-    return {"ok": True, "rollout": rollout_summary(rollout), "jobs": [job_summary(j) for j in jobs]}
+    jobs = UpdateJob.objects(rollout_id=rollout.pk, id__in=[ObjectId(i) for i in job_ids]) if job_ids else []
+    return {
+        "ok": True,
+        "rollout": rollout_summary(rollout),
+        "progress": rollout_progress(rollout, job_tally(rollout.pk)),
+        "jobs": [job_summary(j) for j in jobs],
+    }
 
 
 @socketio.on("watch_firmware")

@@ -18,10 +18,11 @@ from werkzeug.wsgi import FileWrapper
 
 from carweb import audit
 from carweb.auth import role_required
+from carweb.bridge.topics import MAX_DEVICE_ID_LENGTH
 from carweb.firmware import app_object, bp
 from carweb.firmware.forms import ConfirmForm, DeviceUpdateForm, RolloutForm, UploadForm
 from carweb.live import job_summary
-from carweb.models import Device, Firmware, Rollout, UpdateJob
+from carweb.models import Device, Firmware, Rollout
 from carweb.models.user import ADMINS, OPERATORS
 from carweb.ota.delivery import InvalidToken, downloadable_firmware
 from carweb.ota.jobs import JOBS_PAGE, image_jobs
@@ -29,8 +30,10 @@ from carweb.ota.rollouts import (
     RolloutError,
     cancel_rollout,
     create_rollout,
+    job_tally,
     parse_waves,
     resume_rollout,
+    rollout_jobs,
     rollout_progress,
 )
 from carweb.ota.store import (
@@ -182,15 +185,19 @@ def new_rollout(firmware_id):
 
 @bp.route("/rollouts/<rollout_id>")
 def rollout(rollout_id):
-    """A rollout: counts per state, progress per wave, every job, and its controls; all live."""
+    """A rollout: counts per state, progress per wave, its jobs by pages of device ids, its controls; live."""
     item = rollout_or_404(rollout_id)
-    jobs = [job_summary(j) for j in UpdateJob.objects(rollout_id=item.pk).order_by("wave", "device_id")]
+    after = request.args.get("after")
+    if after is not None and not 0 < len(after) <= MAX_DEVICE_ID_LENGTH:
+        abort(400, "Bad page cursor.")
+    jobs, more = rollout_jobs(item.pk, after)
     return render_template(
         "firmware/rollout.html",
         rollout=item,
         firmware=Firmware.objects(pk=item.firmware_id).first(),
-        jobs=jobs,
-        progress=rollout_progress(item, jobs),
+        jobs=[job_summary(j) for j in jobs],
+        more=jobs[-1].device_id if more else None,
+        progress=rollout_progress(item, job_tally(item.pk)),
         form=ConfirmForm(),
     )
 

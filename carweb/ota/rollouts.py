@@ -25,6 +25,7 @@ from carweb.ota.jobs import TOLD_STATES, cancel_job
 
 MAX_RETRIES = 10
 MAX_STEP_TIMEOUT = 7 * 24 * 3600
+ROLLOUT_JOBS_PAGE = 100  # jobs one rollout page lists, by device id
 
 
 class RolloutError(ValueError):
@@ -259,16 +260,39 @@ def rollout_status(rollout):
     }
 
 
-def rollout_progress(rollout, jobs):
-    """Counts per job state and, per wave, its size, finished and failed jobs (from job summaries)."""
+def job_tally(rollout_id):
+    """How many jobs of a rollout are in each (wave, state): [(wave, state, count)].
+
+    Grouped by the database on the `rollout_wave` index, so a page of a rollout of any
+    size reads counts, not jobs.
+    """
+    pipeline = [
+        {"$match": {"rollout": rollout_id}},
+        {"$group": {"_id": {"wave": "$wave", "state": "$state"}, "count": {"$sum": 1}}},
+    ]
+    rows = UpdateJob._get_collection().aggregate(pipeline)
+    return [(row["_id"]["wave"], row["_id"]["state"], row["count"]) for row in rows]
+
+
+def rollout_progress(rollout, tally):
+    """Counts per job state and, per wave, its size, finished and failed jobs (from `job_tally`)."""
     counts = dict.fromkeys(JOB_STATES, 0)
     ends = wave_ends(rollout.device_count, rollout.waves)
     waves = [
         {"index": i, "percent": p, "size": end - start, "done": 0, "failed": 0}
         for i, (p, start, end) in enumerate(zip(rollout.waves, [0, *ends], ends, strict=False))
     ]
-    for job in jobs:
-        counts[job["state"]] += 1
-        waves[job["wave"]]["done"] += job["state"] in TERMINAL_STATES
-        waves[job["wave"]]["failed"] += job["state"] in FAILURE_STATES
+    for wave, state, count in tally:
+        counts[state] += count
+        waves[wave]["done"] += count if state in TERMINAL_STATES else 0
+        waves[wave]["failed"] += count if state in FAILURE_STATES else 0
     return {"counts": counts, "waves": [w for w in waves if w["size"]]}
+
+
+def rollout_jobs(rollout_id, after=None, limit=ROLLOUT_JOBS_PAGE):
+    """Up to `limit` jobs of a rollout by device id, after the device id `after`; and whether more exist."""
+    query = UpdateJob.objects(rollout_id=rollout_id)
+    if after is not None:
+        query = query.filter(device_id__gt=after)
+    jobs = list(query.order_by("device_id").limit(limit + 1))
+    return jobs[:limit], len(jobs) > limit

@@ -1,32 +1,31 @@
-/* Rollout page: job states, counts per state, wave progress and controls follow the rollout live. */
+/* Rollout page: the listed jobs, counts per state, wave progress and controls follow the rollout live. */
 (function () {
   "use strict";
   var root = document.getElementById("rollout");
   var table = document.getElementById("job-table");
   var rolloutId = root.dataset.rolloutId;
-  var states = window.carwebJobStates;
+  var socket = null;
+  var pending = null;
 
-  function showJob(job) {
-    if (job.rollout !== rolloutId) return;
-    carwebUpsertJob(table, job, false);
+  function jobIds() {
+    return Array.prototype.map.call(table.tBodies[0].rows, function (row) { return row.dataset.jobId; });
   }
 
-  /* Counts and wave bars are recounted from the rows, so they always agree with the table. */
-  function recount() {
-    var counts = {};
-    var waves = {};
-    Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
-      var state = row.dataset.state;
-      var wave = waves[row.dataset.wave] = waves[row.dataset.wave] || { done: 0, failed: 0 };
-      counts[state] = (counts[state] || 0) + 1;
-      if (states.terminal.indexOf(state) >= 0) wave.done += 1;
-      if (states.failures.indexOf(state) >= 0) wave.failed += 1;
-    });
+  /* Only the jobs this page lists change here; the others are on their own pages. */
+  function showJob(job) {
+    if (job.rollout !== rolloutId) return;
+    var row = table.tBodies[0].querySelector('tr[data-job-id="' + job.id + '"]');
+    if (row) carwebFillJob(row, job);
+  }
+
+  /* Counts and wave bars come from the server, which counts every job of the rollout. */
+  function showProgress(progress) {
     document.querySelectorAll("#state-counts [data-count-state]").forEach(function (item) {
-      carwebSetField(item, "count", String(counts[item.dataset.countState] || 0));
+      carwebSetField(item, "count", String(progress.counts[item.dataset.countState] || 0));
     });
-    document.querySelectorAll("#waves .wave").forEach(function (item) {
-      var wave = waves[item.dataset.wave] || { done: 0, failed: 0 };
+    progress.waves.forEach(function (wave) {
+      var item = document.querySelector('#waves .wave[data-wave="' + wave.index + '"]');
+      if (!item) return;
       item.querySelector("progress").value = wave.done;
       carwebSetField(item, "done", String(wave.done));
       carwebSetField(item, "failed", String(wave.failed));
@@ -47,15 +46,23 @@
     if (cancel) cancel.hidden = rollout.state !== "RUNNING" && rollout.state !== "HALTED";
   }
 
-  var socket = carwebLive(function (s, ready) {
-    s.emit("watch_rollout", { rollout_id: rolloutId }, function (reply) {
+  function refresh(s, ready) {
+    s.emit("watch_rollout", { rollout_id: rolloutId, job_ids: jobIds() }, function (reply) {
       if (!reply || !reply.ok) return;
       reply.jobs.forEach(showJob);
-      recount();
+      showProgress(reply.progress);
       showRollout(reply.rollout);
-      ready();
+      if (ready) ready();
     });
-  });
-  socket.on("job", function (job) { showJob(job); recount(); });
+  }
+
+  /* However many jobs change, the page asks for new counts at most once a second. */
+  function recountSoon() {
+    if (pending) return;
+    pending = setTimeout(function () { pending = null; refresh(socket); }, 1000);
+  }
+
+  socket = carwebLive(refresh);
+  socket.on("job", function (job) { showJob(job); recountSoon(); });
   socket.on("rollout", showRollout);
 })();
