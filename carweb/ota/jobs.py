@@ -182,8 +182,11 @@ def cancel_job(job, at=None):
 
 def image_jobs(firmware_id, before=None, limit=JOBS_PAGE):
     """Up to `limit` jobs of an image, newest first, older than the job id `before`; and whether more exist."""
-    query = UpdateJob.objects(firmware_id=firmware_id)
-    if before is not None:
-        query = query.filter(id__lt=before)
-    jobs = list(query.order_by("-id").limit(limit + 1))
+    after = {} if before is None else {"id__lt": before}
+    return page_of(UpdateJob.objects(firmware_id=firmware_id, **after), "-id", limit)
+
+
+def page_of(query, order, limit):
+    """The first `limit` jobs of `query` in `order`, and whether more follow (one read of limit + 1)."""
+    jobs = list(query.order_by(order).limit(limit + 1))
     return jobs[:limit], len(jobs) > limit

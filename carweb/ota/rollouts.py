@@ -21,7 +21,7 @@ from carweb.models.firmware import (
 )
 from carweb.models.user import utcnow
 from carweb.ota.delivery import send_cancels, send_jobs
-from carweb.ota.jobs import TOLD_STATES, cancel_job
+from carweb.ota.jobs import TOLD_STATES, cancel_job, page_of
 
 MAX_RETRIES = 10
 MAX_STEP_TIMEOUT = 7 * 24 * 3600
@@ -291,8 +291,5 @@ def rollout_progress(rollout, tally):
 
 def rollout_jobs(rollout_id, after=None, limit=ROLLOUT_JOBS_PAGE):
     """Up to `limit` jobs of a rollout by device id, after the device id `after`; and whether more exist."""
-    query = UpdateJob.objects(rollout_id=rollout_id)
-    if after is not None:
-        query = query.filter(device_id__gt=after)
-    jobs = list(query.order_by("device_id").limit(limit + 1))
-    return jobs[:limit], len(jobs) > limit
+    later = {} if after is None else {"device_id__gt": after}
+    return page_of(UpdateJob.objects(rollout_id=rollout_id, **later), "device_id", limit)
