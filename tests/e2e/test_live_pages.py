@@ -115,6 +115,7 @@ def test_script_payload_and_name_are_shown_as_text(
     """Markup in payloads and device names is shown as text, live and rendered; nothing runs."""
     publish(publisher, device_id, SCRIPT_PAYLOAD)
     wait_for_device(live_server, device_id)
+    record_csp_violations(page)
     login()
     page.goto(f"{live_server.url}/devices/{device_id}")
     wait_until_live(page)
@@ -129,6 +130,7 @@ def test_script_payload_and_name_are_shown_as_text(
     wait_until_live(page)
     expect(bodies).to_have_text([IMG_PAYLOAD, SCRIPT_PAYLOAD])
     assert page.locator("#message-list script, #message-list img, #message-list b").count() == 0
+    assert csp_violations(page) == []
 
     page.click("summary:has-text('Rename or delete')")
     page.fill("input[name=name]", IMG_NAME)
@@ -148,6 +150,33 @@ def test_script_payload_and_name_are_shown_as_text(
     )
     expect(name_link).to_have_text(IMG_NAME)
     assert page.locator("#device-table img").count() == 0
+    assert page_events.dialogs == []
+    assert csp_violations(page) == []
+
+
+def record_csp_violations(page):
+    """Make every page the browser loads keep its Content-Security-Policy violations."""
+    page.context.add_init_script(
+        """window.__cspViolations = [];
+           document.addEventListener("securitypolicyviolation", event =>
+             window.__cspViolations.push(event.violatedDirective + " " + event.blockedURI));"""
+    )
+
+
+def csp_violations(page):
+    """What the current page's policy refused so far."""
+    return page.evaluate("window.__cspViolations")
+
+
+def test_every_page_runs_under_its_policy_without_a_violation(page, page_events, login, live_server):
+    """Each page carweb renders loads and goes live under its CSP, with nothing refused and no error."""
+    record_csp_violations(page)
+    login()
+    for path in ("/devices", "/firmware", "/firmware/upload", "/users", "/account", "/audit"):
+        response = page.goto(f"{live_server.url}{path}")
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"], path
+        page.wait_for_load_state("load")
+        assert csp_violations(page) == [], path
     assert page_events.dialogs == []
 
 
