@@ -4,6 +4,7 @@ import logging
 import os
 
 from flask import Flask, render_template
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from carweb.config import ROOT, Config
 
@@ -22,6 +23,7 @@ def create_app(config=None):
         raise RuntimeError("SECRET_KEY is not set; see .env.example")
     logging.basicConfig(level=os.environ.get("CARWEB_LOG_LEVEL", "INFO"))
     register_extensions(app)
+    trust_proxies(app)
     register_blueprints(app)
     register_errorhandlers(app)
     register_commands(app)
@@ -45,6 +47,17 @@ def register_extensions(app):
         message_queue=app.config.get("SOCKETIO_MESSAGE_QUEUE"),
         cors_allowed_origins=app.config.get("SOCKETIO_ALLOWED_ORIGINS"),
     )
+
+
+def trust_proxies(app):
+    """Behind CARWEB_PROXY_HOPS proxies, take the client's address and scheme from their headers.
+
+    Without it every request behind nginx comes from nginx's address: the per-address
+    login limit would count all users together, and the audit log would name nginx.
+    """
+    hops = app.config.get("CARWEB_PROXY_HOPS") or 0
+    if hops > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
 
 def register_blueprints(app):

@@ -70,6 +70,8 @@ class Config:
         origins = env_str("SOCKETIO_ALLOWED_ORIGINS", "")
         self.SOCKETIO_ALLOWED_ORIGINS = [o.strip() for o in origins.split(",") if o.strip()] or None
         self.REDIS_URL = env_str("REDIS_URL")
+        # Proxies in front whose X-Forwarded-For/-Proto/-Host to believe (1 behind the shipped nginx).
+        self.CARWEB_PROXY_HOPS = env_int("CARWEB_PROXY_HOPS", 0)
         # Failed logins allowed per window (Flask-Limiter syntax), per account and per address.
         self.CARWEB_LOGIN_LIMIT_ACCOUNT = env_str("CARWEB_LOGIN_LIMIT_ACCOUNT", "10 per 15 minutes")
         self.CARWEB_LOGIN_LIMIT_ADDRESS = env_str("CARWEB_LOGIN_LIMIT_ADDRESS", "50 per 15 minutes")

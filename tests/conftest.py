@@ -185,6 +185,9 @@ def server_env(services, db_name, port, **extra):
         CARWEB_ACCESS_LOG="0",
         CARWEB_LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",
+        # Every test's logins come from 127.0.0.1, many to one account of the shared live server.
+        CARWEB_LOGIN_LIMIT_ACCOUNT="1000 per minute",
+        CARWEB_LOGIN_LIMIT_ADDRESS="1000 per minute",
     )
     env.update(extra)
     return env

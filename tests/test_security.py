@@ -2,11 +2,15 @@
 
 import subprocess
 
+import mongoengine
 import pytest
 import requests
 from argon2 import PasswordHasher
 
+from carweb import config as carweb_config
+from carweb import create_app
 from carweb.devstack import free_port, start_web, stop_processes, wait_for_port
+from carweb.models import AuditEntry, User
 from tests.conftest import PASSWORD, csrf_token, server_env
 
 PAGES = ["/login", "/healthz", "/static/css/carweb.css", "/firmware/download/nope", "/devices"]
@@ -73,15 +77,43 @@ def test_failed_logins_are_limited_per_account(app, client, auth):
     assert failed_login(client, "b@example.com", PASSWORD).status_code == 302
 
 
-def test_failed_logins_are_limited_per_address(app, client, auth):
-    """Guessing across many accounts from one address stops too; successes do not count."""
+def test_login_attempts_are_limited_per_address(app, client, auth):
+    """Guessing across many accounts from one address stops too; successes count as attempts."""
     app.config["CARWEB_LOGIN_LIMIT_ADDRESS"] = "4 per minute"
     auth.create("c@example.com")
-    for _ in range(3):
-        assert failed_login(client, "c@example.com", PASSWORD).status_code == 302
-        client.post("/logout", data={"csrf_token": auth.token()})
-    assert [failed_login(client, f"n{n}@example.com").status_code for n in range(4)] == [200] * 4
+    assert failed_login(client, "c@example.com", PASSWORD).status_code == 302
+    client.post("/logout", data={"csrf_token": auth.token()})
+    assert [failed_login(client, f"n{n}@example.com").status_code for n in range(3)] == [200] * 3
     assert failed_login(client, "c@example.com", PASSWORD).status_code == 429
+
+
+def test_a_login_that_is_not_form_encoded_is_refused(client, auth):
+    """JSON or multipart logins would get round the per-account count: 400, nobody logged in."""
+    auth.create()
+    token = csrf_token(client.get("/login").get_data(as_text=True))
+    fields = {"email": "admin@example.com", "password": PASSWORD, "csrf_token": token}
+    assert client.post("/login", json=fields).status_code == 400
+    assert client.post("/login", data=fields, content_type="multipart/form-data").status_code == 400
+    assert client.get("/devices").status_code == 302
+
+
+def test_behind_a_trusted_proxy_the_client_address_is_the_forwarded_one(services, tmp_path):
+    """CARWEB_PROXY_HOPS=1: audit and limits see X-Forwarded-For's client; without it, the peer."""
+    for hops, expected in ((1, "203.0.113.7"), (0, "127.0.0.1")):
+        name = f"proxy_{hops}_{tmp_path.name[-8:]}"
+        proxied = create_app(
+            carweb_config.TestConfig(MONGODB_URI=services.db_uri(name), CARWEB_PROXY_HOPS=hops)
+        )
+        with proxied.app_context():
+            User.create_or_update("p@example.com", PASSWORD)
+            browser = proxied.test_client()
+            headers = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+            headers["Referer"] = "https://localhost/login"  # CSRF checks it over HTTPS
+            token = csrf_token(browser.get("/login", headers=headers).get_data(as_text=True))
+            data = {"email": "p@example.com", "password": PASSWORD, "csrf_token": token}
+            assert browser.post("/login", data=data, headers=headers).status_code == 302
+            assert AuditEntry.objects(action="login").get().address == expected
+            mongoengine.connection.get_db().client.drop_database(name)
 
 
 def test_login_starts_a_new_session(client, auth):

@@ -159,3 +159,19 @@ def test_deactivating_a_user_disconnects_their_live_pages(live_server):
         socketio.Client(reconnection=False).connect(
             live_server.url, headers={"Cookie": cookie_header(victim)}, transports=["websocket"]
         )
+
+
+def test_a_connection_whose_session_ended_unnoticed_is_refused_at_its_next_event(live_server):
+    """A session removed without disconnecting its socket (a race, a CLI reset): the next event ends it."""
+    live_server.create_user("live-race@example.com", role="viewer")
+    browser = live_server.login_session("live-race@example.com")
+    client = socketio.Client(reconnection=False)
+    client.connect(live_server.url, headers={"Cookie": cookie_header(browser)}, transports=["websocket"])
+    db = live_server.db()
+    user = db.users.find_one({"email": "live-race@example.com"})
+    db.users.update_one({"_id": user["_id"]}, {"$set": {"session_ids": []}})
+    db.login_sessions.delete_many({"user_id": user["_id"]})
+    received = []
+    client.emit("watch_devices", callback=received.append)  # the server closes before it answers
+    assert wait_until(lambda: not client.connected, timeout=5)
+    assert received in ([], [{"ok": False, "error": "login required"}])

@@ -1,9 +1,11 @@
-"""Failed logins are limited per account and per address (Flask-Limiter).
+"""Login attempts are limited per account and per address (Flask-Limiter).
 
-Only failures count: a login form that comes back (wrong email or password) is a hit,
-a successful login is not. Once a limit is reached every attempt it covers answers 429
-until its window has passed, the right password too, so guessing stops. The counters live
-in Redis when REDIS_URL is set (shared by every web process), else in this process.
+Every login POST counts, successful or not, and is counted before the password is
+checked: counting only failures (after the view) would let attempts sent at the same
+moment all pass the check before any of them counts. Once a limit is reached every
+attempt it covers answers 429 until its window has passed, the right password too, so
+guessing stops. The counters live in Redis when REDIS_URL is set (shared by every web
+process), else in this process.
 """
 
 from flask import current_app, request
@@ -27,24 +29,17 @@ def account_key():
     return "account:" + (request.form.get("email") or "").strip().lower()[:254]
 
 
-def failed_login(response):
-    """A login POST that did not log in: the form came back."""
-    return response.status_code != 302
-
-
 def login_limits(view):
-    """The two limits of the login view, on POSTs only, counting failures only."""
+    """The two limits of the login view, on POSTs only."""
     per_account = limiter.limit(
         lambda: current_app.config["CARWEB_LOGIN_LIMIT_ACCOUNT"],
         key_func=account_key,
         methods=["POST"],
-        deduct_when=failed_login,
         scope="login-account",
     )
     per_address = limiter.limit(
         lambda: current_app.config["CARWEB_LOGIN_LIMIT_ADDRESS"],
         methods=["POST"],
-        deduct_when=failed_login,
         scope="login-address",
     )
     return per_account(per_address(view))

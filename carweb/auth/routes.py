@@ -1,6 +1,6 @@
 """Views of the auth blueprint."""
 
-from flask import flash, g, redirect, render_template, request, session, url_for
+from flask import abort, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
 from carweb import audit
@@ -21,6 +21,8 @@ def login():
     """Show the login form; on success go where the user was headed, in a new session."""
     if current_user.is_authenticated:
         return redirect(url_for("devices.index"))
+    if request.method == "POST" and request.mimetype != "application/x-www-form-urlencoded":
+        abort(400, "The login form is sent form-encoded.")  # the limit's account key is read from it
     form = LoginForm()
     if form.validate_on_submit():
         session.clear()  # nothing of the anonymous session (or an earlier user's) carries over

@@ -1,7 +1,10 @@
 """Ending login sessions: the session cookie, the remember-me cookie and the live connections at once."""
 
+from functools import wraps
+
 from flask import request
 from flask_login import current_user
+from flask_socketio import disconnect
 
 from carweb.extensions import socketio
 from carweb.models import LoginSession, User
@@ -46,3 +49,20 @@ def socket_closed(sid):
     """Forget a closed Socket.IO connection."""
     if current_user.is_authenticated:
         LoginSession.objects(pk=current_user._login_session).update_one(pull__sockets=sid)
+
+
+def live_login_required(handler):
+    """A Socket.IO event handler that answers only while the connection's login session lasts.
+
+    Ending a session disconnects its connections; this closes the gap of a connection
+    opened while the session was being ended: its next event finds no user and ends it.
+    """
+
+    @wraps(handler)
+    def checked(*args):
+        if not current_user.is_authenticated:
+            disconnect()
+            return {"ok": False, "error": "login required"}
+        return handler(*args)
+
+    return checked

@@ -30,12 +30,14 @@ def disconnect(reason=None):
 
 
 @socketio.on("watch_devices")
+@sessions.live_login_required
 def watch_devices():
     """Browser -> server: the device list page wants device updates ("devices" events)."""
     return join(DEVICES_ROOM)
 
 
 @socketio.on("watch_device")
+@sessions.live_login_required
 def watch_device(request):
     """Browser -> server: join a device's room ("messages" events) and catch up.
 

@@ -2,6 +2,7 @@
 
 from bson import ObjectId
 
+from carweb.auth import sessions
 from carweb.bridge.topics import MAX_DEVICE_ID_LENGTH
 from carweb.extensions import socketio
 from carweb.live import device_firmware_room, image_room, job_summary, join, rollout_room, rollout_summary
@@ -11,6 +12,7 @@ from carweb.ota.rollouts import ROLLOUT_JOBS_PAGE, job_tally, rollout_progress
 
 
 @socketio.on("watch_rollout")
+@sessions.live_login_required
 def watch_rollout(request):
     """Browser -> server: join a rollout's room ("rollout" and "job" events); get its state and progress.
 
@@ -41,6 +43,7 @@ def watch_rollout(request):
 
 
 @socketio.on("watch_firmware")
+@sessions.live_login_required
 def watch_firmware(request):
     """Browser -> server: join an image's room ("job" events); reply with its newest jobs (one page).
 
@@ -58,6 +61,7 @@ def watch_firmware(request):
 
 
 @socketio.on("watch_device_firmware")
+@sessions.live_login_required
 def watch_device_firmware(request):
     """Browser -> server: join a device's firmware room ("job" events); reply with its latest jobs.
 

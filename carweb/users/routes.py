@@ -114,8 +114,9 @@ def account():
         current_user.save()
         audit.record("user password set", current_user.email)
         sessions.end_all(current_user)  # every other browser is logged out...
-        sessions.start(current_user)  # ...and this one goes on in a new session
-        login_user(current_user)
+        user = current_user._get_current_object()
+        sessions.start(user)  # ...and this one goes on in a new session
+        login_user(user)
         flash("Password changed; your other sessions ended.", "success")
         return redirect(url_for("users.account"))
     page = render_template(
