@@ -30,6 +30,12 @@ def running_bridge(app):
     return app.extensions.get(BRIDGE_KEY)
 
 
+def bridge_state(app, device_id):
+    """What this process's bridge holds of a device (ahead of its document), or None."""
+    bridge = running_bridge(app)
+    return bridge.book.get(device_id) if bridge is not None else None
+
+
 def _prepare_and_start(app, service):
     """Indexes and upgrades of stored data happen here, outside the bridge, once per process."""
     delay = 1

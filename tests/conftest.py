@@ -10,6 +10,7 @@ import mongoengine
 import pymongo
 import pytest
 import requests
+import socketio
 from flask import g
 
 from carweb import create_app
@@ -166,6 +167,18 @@ class LiveServer:
         )
         assert response.url.endswith("/devices"), response.url
         return session
+
+    def socket(self, session=None):
+        """A Socket.IO client connected over WebSocket with `session`'s cookies (none: anonymous)."""
+        client = socketio.Client(reconnection=False)
+        headers = {"Cookie": cookie_header(session)} if session is not None else {}
+        client.connect(self.url, headers=headers, transports=["websocket"], wait_timeout=5)
+        return client
+
+
+def cookie_header(session):
+    """The Cookie header a browser with the session's cookies would send."""
+    return "; ".join(f"{cookie.name}={cookie.value}" for cookie in session.cookies)
 
 
 def server_env(services, db_name, port, **extra):

@@ -3,11 +3,9 @@
 from datetime import UTC, datetime
 
 import pytest
-import socketio
 
 from tests.conftest import PASSWORD, csrf_token
 from tests.ingest_support import store_as_bridge
-from tests.test_live_socket import cookie_header
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -89,9 +87,7 @@ def test_history_filters_out_of_range_answer_400_with_the_form(client, auth, que
 
 def test_watch_device_with_a_bad_cursor_says_so(live_server):
     """The reply is ok: false with the reason, whatever the cursor's type; the connection stays usable."""
-    client = socketio.Client(reconnection=False)
-    cookie = cookie_header(live_server.login_session())
-    client.connect(live_server.url, headers={"Cookie": cookie}, transports=["websocket"], wait_timeout=5)
+    client = live_server.socket(live_server.login_session())
     try:
         for after in (12, 1.5, ["1"], {"seq": 1}, True, "abc", "-1", "9" * 40, "\ud800"):
             reply = client.call("watch_device", {"device_id": "car-1", "after": after}, timeout=5)
@@ -103,9 +99,7 @@ def test_watch_device_with_a_bad_cursor_says_so(live_server):
 
 def test_one_connection_cannot_join_room_after_room(live_server):
     """Fifty rooms per connection; past them a watch is refused, and a room joined before still answers."""
-    client = socketio.Client(reconnection=False)
-    cookie = cookie_header(live_server.login_session())
-    client.connect(live_server.url, headers={"Cookie": cookie}, transports=["websocket"], wait_timeout=5)
+    client = live_server.socket(live_server.login_session())
     try:
         replies = [client.call("watch_device", {"device_id": f"room-{n}"}, timeout=5) for n in range(60)]
         assert [r["ok"] for r in replies] == [True] * 50 + [False] * 10
@@ -117,9 +111,7 @@ def test_one_connection_cannot_join_room_after_room(live_server):
 
 def test_watch_rollout_refuses_job_ids_that_are_not_one_page_of_ids(live_server):
     """Not a list, not ids, or more than a page: refused with the reason."""
-    client = socketio.Client(reconnection=False)
-    cookie = cookie_header(live_server.login_session())
-    client.connect(live_server.url, headers={"Cookie": cookie}, transports=["websocket"], wait_timeout=5)
+    client = live_server.socket(live_server.login_session())
     try:
         for job_ids in ("abc", [1], ["nope"], ["0" * 24] * 101, {"a": 1}):
             reply = client.call("watch_rollout", {"rollout_id": "0" * 24, "job_ids": job_ids}, timeout=5)

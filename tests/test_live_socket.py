@@ -6,12 +6,7 @@ import uuid
 
 import socketio
 
-from tests.conftest import wait_until
-
-
-def cookie_header(session):
-    """The Cookie header a browser with the session's cookies would send."""
-    return "; ".join(f"{cookie.name}={cookie.value}" for cookie in session.cookies)
+from tests.conftest import cookie_header, wait_until
 
 
 def publish(publisher, device_id, payload):

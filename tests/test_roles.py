@@ -11,7 +11,6 @@ from carweb.ota.rollouts import create_rollout
 from carweb.ota.store import store_firmware
 from tests.conftest import PASSWORD, csrf_token
 from tests.ingest_support import store_as_bridge
-from tests.test_live_socket import cookie_header
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -116,14 +115,11 @@ def test_every_route_answers_each_role_as_its_table_says(client, auth, fleet_dat
 
 def socket_as(live_server, role):
     """A Socket.IO client of the live server with the session of a user of `role` (none: anonymous)."""
-    headers = {}
-    if role != "anonymous":
-        email = f"socket-{role}@example.com"
-        live_server.create_user(email, role=role)
-        headers["Cookie"] = cookie_header(live_server.login_session(email))
-    client = socketio.Client(reconnection=False)
-    client.connect(live_server.url, headers=headers, transports=["websocket"], wait_timeout=5)
-    return client
+    if role == "anonymous":
+        return live_server.socket()
+    email = f"socket-{role}@example.com"
+    live_server.create_user(email, role=role)
+    return live_server.socket(live_server.login_session(email))
 
 
 @pytest.mark.parametrize("role", list(RANK))

@@ -7,7 +7,6 @@ import socketio
 
 from carweb.models import LoginSession, User
 from tests.conftest import PASSWORD, csrf_token, wait_until
-from tests.test_live_socket import cookie_header
 
 NEW_PASSWORD = "a much better password"
 
@@ -145,8 +144,7 @@ def test_deactivating_a_user_disconnects_their_live_pages(live_server):
     """The admin deactivates a user whose page is open: its Socket.IO connection is closed at once."""
     live_server.create_user("live-victim@example.com", role="viewer")
     victim = live_server.login_session("live-victim@example.com")
-    client = socketio.Client(reconnection=False)
-    client.connect(live_server.url, headers={"Cookie": cookie_header(victim)}, transports=["websocket"])
+    client = live_server.socket(victim)
     assert client.call("watch_devices", timeout=5)
     admin = live_server.login_session()
     user_id = live_server.db().users.find_one({"email": "live-victim@example.com"})["_id"]
@@ -156,17 +154,14 @@ def test_deactivating_a_user_disconnects_their_live_pages(live_server):
     assert wait_until(lambda: not client.connected, timeout=5)
     assert victim.get(f"{live_server.url}/devices", allow_redirects=False).status_code == 302
     with pytest.raises(socketio.exceptions.ConnectionError):
-        socketio.Client(reconnection=False).connect(
-            live_server.url, headers={"Cookie": cookie_header(victim)}, transports=["websocket"]
-        )
+        live_server.socket(victim)
 
 
 def test_a_connection_whose_session_ended_unnoticed_is_refused_at_its_next_event(live_server):
     """A session removed without disconnecting its socket (a race, a CLI reset): the next event ends it."""
     live_server.create_user("live-race@example.com", role="viewer")
     browser = live_server.login_session("live-race@example.com")
-    client = socketio.Client(reconnection=False)
-    client.connect(live_server.url, headers={"Cookie": cookie_header(browser)}, transports=["websocket"])
+    client = live_server.socket(browser)
     db = live_server.db()
     user = db.users.find_one({"email": "live-race@example.com"})
     db.users.update_one({"_id": user["_id"]}, {"$set": {"session_ids": []}})

@@ -7,7 +7,8 @@ from flask_login import current_user
 from flask_socketio import disconnect
 
 from carweb.extensions import socketio
-from carweb.models import LoginSession, User
+from carweb.models import LoginSession
+from carweb.models.user import end_login_sessions
 
 
 def start(user):
@@ -21,13 +22,10 @@ def end(sessions):
     The cookies that carry them stop working on their next request; a connection held by
     another web process is disconnected there through the Socket.IO message queue.
     """
-    ended = list(sessions.only("id", "user_id", "sockets"))
-    for session in ended:
-        User.objects(pk=session.user_id).update_one(pull__session_ids=session.pk)
-    count = sessions.delete()
+    ended = end_login_sessions(sessions)
     for sid in (sid for session in ended for sid in session.sockets):
         socketio.server.disconnect(sid)
-    return count
+    return len(ended)
 
 
 def end_all(user):

@@ -224,8 +224,8 @@ class Bridge:
         emit_safely(live.publish_messages, docs)  # pages see stored messages before the handlers
         emitted = time.monotonic()
         for batch, _ in ready:
-            for (_, _, _, arrived), _ in batch:
-                metrics.live_seconds.observe(emitted - arrived)
+            for (_, _, _, received), _ in batch:
+                metrics.live_seconds.observe(emitted - received)
         self._retry(dispatch, self.app, docs)
         for batch, _ in ready:
             for (mid, qos, size, _), _ in batch:

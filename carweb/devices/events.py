@@ -5,7 +5,7 @@ from flask_login import current_user
 from flask_socketio import ConnectionRefusedError
 
 from carweb.auth import sessions
-from carweb.background import running_bridge
+from carweb.background import bridge_state
 from carweb.bridge.topics import MAX_DEVICE_ID_LENGTH
 from carweb.extensions import socketio
 from carweb.history import messages_after
@@ -68,8 +68,7 @@ def watch_device(request):
 
 def current_counters(device_id):
     """A device's counters: the bridge's own when it runs in this process (its document lags)."""
-    bridge = running_bridge(current_app)
-    state = bridge.book.get(device_id) if bridge is not None else None
+    state = bridge_state(current_app, device_id)
     if state is not None:
         return state_summary(state)
     device = Device.objects(device_id=device_id).as_pymongo().first()

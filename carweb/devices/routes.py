@@ -5,7 +5,7 @@ from flask import Response, abort, current_app, flash, redirect, render_template
 
 from carweb import audit
 from carweb.auth import role_required
-from carweb.background import running_bridge
+from carweb.background import bridge_state
 from carweb.devices import bp
 from carweb.devices.forms import DeleteForm, HistoryFilterForm, RenameForm, SearchForm
 from carweb.firmware.forms import DeviceUpdateForm
@@ -42,8 +42,7 @@ def index():
 
 def _stored_seq(device_id):
     """The newest number the bridge of this process counted as stored for the device, or 0."""
-    bridge = running_bridge(current_app)
-    state = bridge.book.get(device_id) if bridge else None
+    state = bridge_state(current_app, device_id)
     return state.recorded_seq if state else 0
 
 

@@ -141,8 +141,7 @@ class User(Document):
         user.active = True
         user.save()
         if changed:
-            LoginSession.objects(user_id=user.pk).delete()
-            user.update(set__session_ids=[])
+            end_login_sessions(LoginSession.objects(user_id=user.pk))
         return user
 
 
@@ -161,3 +160,16 @@ class LoginSession(Document):
     sockets = ListField(StringField())  # Socket.IO sids opened in this session
 
     meta = {"collection": "login_sessions", "auto_create_index": False, "indexes": ["user_id"]}
+
+
+def end_login_sessions(sessions):
+    """Delete the login sessions of the query `sessions` and take them off their users; the ended ones.
+
+    Their cookies stop working at once; their Socket.IO connections (`sockets`) are the
+    caller's to disconnect (carweb.auth.sessions.end), as only a web process can.
+    """
+    ended = list(sessions.only("id", "user_id", "sockets"))
+    for session in ended:
+        User.objects(pk=session.user_id).update_one(pull__session_ids=session.pk)
+    sessions.delete()
+    return ended
