@@ -4,6 +4,7 @@ import logging
 import os
 
 from flask import Flask, render_template
+from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from carweb.config import ROOT, Config
@@ -61,8 +62,9 @@ def trust_proxies(app):
 
 
 def register_blueprints(app):
-    """Mount every feature's blueprint."""
+    """Mount every feature's blueprint, and the JSON API."""
     from carweb.api import bp as api_bp
+    from carweb.api.v1 import init_api
     from carweb.auth import bp as auth_bp
     from carweb.devices import bp as devices_bp
     from carweb.firmware import bp as firmware_bp
@@ -73,17 +75,24 @@ def register_blueprints(app):
     app.register_blueprint(firmware_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(users_bp)
+    init_api(app)
+
+
+ERROR_PAGES = (400, 401, 403, 404, 413, 429, 500)
 
 
 def register_errorhandlers(app):
-    """Render error pages from templates/errors/."""
+    """Errors as JSON under the API, as pages from templates/errors/ elsewhere."""
+    from carweb.api.v1 import is_api_request, json_error
 
     def render_error(error):
-        code = getattr(error, "code", 500)
-        return render_template(f"errors/{code}.html", error=error), code
+        if is_api_request():
+            return json_error(error)
+        if error.code not in ERROR_PAGES:
+            return error  # Werkzeug's own short page (405, 415...)
+        return render_template(f"errors/{error.code}.html", error=error), error.code
 
-    for code in (400, 401, 403, 404, 413, 429, 500):
-        app.register_error_handler(code, render_error)
+    app.register_error_handler(HTTPException, render_error)
 
 
 def register_commands(app):

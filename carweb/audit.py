@@ -7,19 +7,25 @@ from flask import has_request_context, request
 from flask_login import current_user
 from pymongo.errors import PyMongoError
 
+from carweb.api.v1 import is_api_request
 from carweb.models.audit import AuditEntry
 
 log = logging.getLogger(__name__)
 PAGE = 50
 
 
-def record(action, target=None, who=None, via="web", **details):
+def record(action, target=None, who=None, via=None, **details):
     """Write one entry for the current user (or `who`) and request; a database error is logged, not raised.
 
-    The action itself has happened by now; failing the request because its record could
-    not be written would tell the user it had not.
+    `via` is "web" or "api" as the request came, unless given ("cli"); an API request
+    names its token. The action itself has happened by now; failing the request because
+    its record could not be written would tell the user it had not.
     """
     user = current_user if has_request_context() and current_user.is_authenticated else None
+    if via is None:
+        via = "api" if has_request_context() and is_api_request() else "web"
+    if user is not None and user.api_token is not None:
+        details["token"] = user.api_token.name
     entry = AuditEntry(
         who=who or (user.email if user else None),
         role=user.role if user else None,

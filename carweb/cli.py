@@ -8,8 +8,10 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from carweb import audit
 from carweb.firmware.cli import firmware_cli
-from carweb.models import User, ensure_indexes
+from carweb.models import ApiToken, User, ensure_indexes
+from carweb.models.token import MAX_EXPIRES_DAYS
 from carweb.models.user import MIN_PASSWORD, ROLES
 from carweb.upgrade import prepare_database
 
@@ -19,6 +21,7 @@ bridge_cli = AppGroup("bridge", help="The MQTT bridge.")
 def init_app(app):
     """Register the commands on the app."""
     app.cli.add_command(create_user)
+    app.cli.add_command(create_token)
     app.cli.add_command(init_db)
     app.cli.add_command(ensure_admin)
     app.cli.add_command(bridge_cli)
@@ -41,6 +44,27 @@ def create_user(email, role, password_stdin):
     ensure_indexes()
     user = User.create_or_update(email, password, role=role)
     click.echo(f"user {user.email} ({user.role}) saved")
+
+
+@click.command("create-token")
+@click.argument("email")
+@click.option("--name", required=True, help="What the token is for, as its owner will see it listed.")
+@click.option(
+    "--expires-days", type=click.IntRange(1, MAX_EXPIRES_DAYS), help="Days until it expires (never if unset)."
+)
+def create_token(email, name, expires_days):
+    """Print a new API token of user EMAIL (for automation); it acts with the user's role."""
+    user = User.find_by_email(email)
+    if user is None or not user.active:
+        raise click.ClickException(f"no active user {email}")
+    try:
+        token, secret = ApiToken.create(user, name, expires_days)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    audit.record(
+        "token created", user.email, who=user.email, via="cli", name=token.name, expires_at=token.expires_at
+    )
+    click.echo(secret)
 
 
 @click.command("init-db")

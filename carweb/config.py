@@ -6,6 +6,7 @@ import socket
 from dotenv import load_dotenv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+API_PREFIX = "/api/v1"  # the JSON API: bearer tokens, JSON errors, CORS only here
 
 
 def env_str(name, default=None):
@@ -70,6 +71,10 @@ class Config:
         origins = env_str("SOCKETIO_ALLOWED_ORIGINS", "")
         self.SOCKETIO_ALLOWED_ORIGINS = [o.strip() for o in origins.split(",") if o.strip()] or None
         self.REDIS_URL = env_str("REDIS_URL")
+        # Origins whose scripts may call the JSON API from a browser (CORS), comma-separated.
+        self.CARWEB_CORS_ORIGINS = [
+            o.strip() for o in env_str("CARWEB_CORS_ORIGINS", "").split(",") if o.strip()
+        ]
         # Proxies in front whose X-Forwarded-For/-Proto/-Host to believe (1 behind the shipped nginx).
         self.CARWEB_PROXY_HOPS = env_int("CARWEB_PROXY_HOPS", 0)
         # Failed logins allowed per window (Flask-Limiter syntax), per account and per address.

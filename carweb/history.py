@@ -13,6 +13,7 @@ from there.
 
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from carweb.bridge.ingest import highest_seq
 from carweb.bridge.topics import topic_filter_regex
@@ -191,6 +192,21 @@ def seq_at_or_before(reader, moment, top):
         else:
             high = near["seq"] - 1
     return best["seq"], best["received_at"]
+
+
+def seq_bounds(device, since=None, until=None, known_seq=0):
+    """The message numbers (low, high] that hold the device's messages received within [since, until].
+
+    Exports read this range upward in bounded steps; `known_seq` as for `message_page`.
+    """
+    reader = _Reader(device.device_id, HistoryPage())
+    high = newest_seq(device, known_seq)
+    if until is not None:
+        high, _ = seq_at_or_before(reader, until, high)
+    low = 0
+    if since is not None and high > 0:
+        low, _ = seq_at_or_before(reader, since - timedelta(microseconds=1), high)
+    return low, high
 
 
 def _nearest_below(reader, number, floor):

@@ -5,14 +5,22 @@ from functools import wraps
 from flask import Blueprint, abort, request, url_for
 from flask_login import current_user
 
+from carweb.api.v1 import is_api_request
 from carweb.extensions import login_manager
-from carweb.models import User
+from carweb.models import ApiToken, User
 
 bp = Blueprint("auth", __name__)
 # firmware.download: devices authenticate with the signed token in the URL.
 # The largest body a public endpoint accepts (the login form is well under 4 KiB).
 ANONYMOUS_MAX_BODY = 16 * 1024
-PUBLIC_ENDPOINTS = {"auth.login", "api.healthz", "api.metrics", "static", "firmware.download"}
+PUBLIC_ENDPOINTS = {
+    "auth.login",
+    "api.healthz",
+    "api.metrics",
+    "static",
+    "firmware.download",
+    "api-docs.openapi_json",  # the API's description: no data, and tools read it before they have a token
+}
 
 
 def init_login(app):
@@ -39,12 +47,30 @@ def require_login():
     public endpoint may be sent (the login form) is held to ANONYMOUS_MAX_BODY. Public
     endpoints do not load the user at all.
     """
-    if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
+    if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None or _is_api_preflight():
         request.max_content_length = ANONYMOUS_MAX_BODY  # none of them takes more, logged in or not
         return None
     if not current_user.is_authenticated:
+        if is_api_request():
+            abort(401, "Send a token: Authorization: Bearer <token> (create one on your account page).")
         return login_manager.unauthorized()
     return None
+
+
+def _is_api_preflight():
+    """A browser's CORS preflight of an API call: it carries no credentials by design."""
+    return request.method == "OPTIONS" and is_api_request()
+
+
+@login_manager.request_loader
+def load_api_user(request):
+    """The user an API request's bearer token acts as (API paths only; pages and sockets need a login)."""
+    if not is_api_request():
+        return None
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return None
+    return ApiToken.user_for(secret.strip())
 
 
 def role_required(roles):

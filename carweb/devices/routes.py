@@ -40,7 +40,7 @@ def index():
     )
 
 
-def _stored_seq(device_id):
+def stored_seq(device_id):
     """The newest number the bridge of this process counted as stored for the device, or 0."""
     state = bridge_state(current_app, device_id)
     return state.recorded_seq if state else 0
@@ -59,7 +59,7 @@ def show(device_id):
             until=form.utc(form.until),
             limit=current_app.config["CARWEB_PAGE_SIZE"],
         )
-        page = message_page(device, query, known_seq=_stored_seq(device_id))
+        page = message_page(device, query, known_seq=stored_seq(device_id))
     else:
         page = None
     html = render_template(

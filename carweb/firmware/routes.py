@@ -50,19 +50,19 @@ DOWNLOAD_BUFFER = 64 * 1024
 
 def firmware_or_404(firmware_id):
     """The firmware with this id, or a 404 page."""
-    return _document_or_404(Firmware, firmware_id)
+    return document_or_404(Firmware, firmware_id)
 
 
 def rollout_or_404(rollout_id):
     """The rollout with this id, or a 404 page."""
-    return _document_or_404(Rollout, rollout_id)
+    return document_or_404(Rollout, rollout_id)
 
 
-def _document_or_404(document, object_id):
-    """A document by its id from a URL; anything but 24 hex digits is a 404, not a database error."""
+def document_or_404(document, object_id, exclude=()):
+    """A document by its id from a URL (without the fields `exclude`); anything but 24 hex digits is a 404."""
     if not ObjectId.is_valid(object_id):
         abort(404)
-    return document.objects(pk=object_id).first() or abort(404)
+    return document.objects(pk=object_id).exclude(*exclude).first() or abort(404)
 
 
 def _wants_json():

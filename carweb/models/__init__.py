@@ -5,9 +5,21 @@ from carweb.models.device import Device
 from carweb.models.firmware import Firmware, Rollout, UpdateJob
 from carweb.models.message import Message
 from carweb.models.state import IngestState
+from carweb.models.token import ApiToken
 from carweb.models.user import LoginSession, User
 
-ALL_DOCUMENTS = (User, LoginSession, Device, Message, Firmware, Rollout, UpdateJob, IngestState, AuditEntry)
+ALL_DOCUMENTS = (
+    User,
+    LoginSession,
+    Device,
+    Message,
+    Firmware,
+    Rollout,
+    UpdateJob,
+    IngestState,
+    AuditEntry,
+    ApiToken,
+)
 
 
 def ensure_indexes():
@@ -26,6 +38,7 @@ __all__ = [
     "UpdateJob",
     "IngestState",
     "AuditEntry",
+    "ApiToken",
     "ALL_DOCUMENTS",
     "ensure_indexes",
 ]

@@ -49,6 +49,7 @@ class User(Document):
 
     meta = {"collection": "users", "auto_create_index": False}
     _login_session = None  # the login session of this request (not stored with the user)
+    api_token = None  # the API token of this request, when it came with one (not stored either)
 
     def set_password(self, password):
         """Replace the stored hash with one of `password`; ValueError when it is too short."""

@@ -6,15 +6,25 @@ from wtforms import (
     BooleanField,
     EmailField,
     HiddenField,
+    IntegerField,
     PasswordField,
     SelectChoice,
     SelectField,
     StringField,
     SubmitField,
 )
-from wtforms.validators import DataRequired, EqualTo, Length, Optional, Regexp, ValidationError
+from wtforms.validators import (
+    DataRequired,
+    EqualTo,
+    Length,
+    NumberRange,
+    Optional,
+    Regexp,
+    ValidationError,
+)
 
 from carweb.models.audit import ACTIONS
+from carweb.models.token import MAX_EXPIRES_DAYS
 from carweb.models.user import MIN_PASSWORD, ROLES, User
 
 ROLE_CHOICES = [SelectChoice(role) for role in ROLES]
@@ -82,6 +92,23 @@ class ConfirmForm(FlaskForm):
     """A button with a CSRF token (log out everywhere)."""
 
     submit = SubmitField("Log out everywhere")
+
+
+class TokenForm(FlaskForm):
+    """A new API token: a name to tell it apart, and when it expires."""
+
+    name = StringField("Name", validators=[DataRequired(), Length(max=100)])
+    expires_days = IntegerField(
+        "Expires after (days, empty: never)",
+        validators=[Optional(), NumberRange(1, MAX_EXPIRES_DAYS)],
+    )
+    submit = SubmitField("Create token")
+
+
+class RevokeForm(FlaskForm):
+    """The revoke button of one token."""
+
+    submit = SubmitField("Revoke")
 
 
 class AuditFilterForm(FlaskForm):

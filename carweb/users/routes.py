@@ -6,7 +6,7 @@ from flask_login import current_user, login_user, logout_user
 
 from carweb import audit
 from carweb.auth import role_required, sessions
-from carweb.models import User
+from carweb.models import ApiToken, User
 from carweb.models.user import ADMINS
 from carweb.users import bp
 from carweb.users.forms import (
@@ -16,6 +16,8 @@ from carweb.users.forms import (
     CreateUserForm,
     EditUserForm,
     ResetPasswordForm,
+    RevokeForm,
+    TokenForm,
 )
 
 
@@ -99,7 +101,14 @@ def _edit_page(user, form, reset=None):
     """The edit page, with a form's errors (400) when one was refused."""
     reset = reset or ResetPasswordForm()
     page = render_template(
-        "users/edit.html", user=user, form=form, reset=reset, confirm=ConfirmForm(), sessions=user.sessions()
+        "users/edit.html",
+        user=user,
+        form=form,
+        reset=reset,
+        confirm=ConfirmForm(),
+        sessions=user.sessions(),
+        tokens=ApiToken.of_user(user.pk),
+        revoke=RevokeForm(),
     )
     return page, 400 if form.errors or reset.errors else 200
 
@@ -119,10 +128,27 @@ def account():
         login_user(user)
         flash("Password changed; your other sessions ended.", "success")
         return redirect(url_for("users.account"))
+    return account_page(form=form)
+
+
+def account_page(form=None, token_form=None, new_token=None):
+    """The account page: password, tokens (with a token just made, shown this once) and sessions.
+
+    400 when a form on it was refused, so scripts and tests see the refusal.
+    """
+    form = form or ChangePasswordForm()
+    token_form = token_form or TokenForm()
     page = render_template(
-        "users/account.html", form=form, confirm=ConfirmForm(), sessions=current_user.sessions()
+        "users/account.html",
+        form=form,
+        token_form=token_form,
+        new_token=new_token,
+        tokens=ApiToken.of_user(current_user.pk),
+        revoke=RevokeForm(),
+        confirm=ConfirmForm(),
+        sessions=current_user.sessions(),
     )
-    return page, 400 if form.errors else 200
+    return page, 400 if form.errors or token_form.errors else 200
 
 
 @bp.route("/account/logout", methods=["POST"])
