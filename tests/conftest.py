@@ -212,6 +212,21 @@ def start_gunicorn(env, log_path):
         return start_web(env, log_file=log)
 
 
+@pytest.fixture
+def web_server(services, tmp_path):
+    """Start carweb servers of the test's own: `web_server(db_name, **env)` is (url, process, env); all stop after."""
+    processes = []
+
+    def start(db_name, **extra):
+        port = free_port()
+        env = server_env(services, db_name, port, **extra)
+        processes.append(start_gunicorn(env, tmp_path / f"web-{port}.log"))
+        return f"http://127.0.0.1:{port}", processes[-1], env
+
+    yield start
+    stop_processes(processes)
+
+
 @pytest.fixture(scope="session")
 def live_server(services, tmp_path_factory):
     """One production-like carweb process for the session; tests use their own device ids."""

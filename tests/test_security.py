@@ -9,9 +9,9 @@ from argon2 import PasswordHasher
 
 from carweb import config as carweb_config
 from carweb import create_app
-from carweb.devstack import free_port, start_web, stop_processes, wait_for_port
+from carweb.devstack import free_port, stop_processes, wait_for_port
 from carweb.models import AuditEntry, User
-from tests.conftest import PASSWORD, csrf_token, server_env
+from tests.conftest import PASSWORD, csrf_token
 
 PAGES = ["/login", "/healthz", "/static/css/carweb.css", "/firmware/download/nope", "/devices"]
 
@@ -162,27 +162,22 @@ def redis_url(tmp_path):
         stop_processes([process])
 
 
-def test_the_login_limit_holds_across_two_processes_sharing_redis(services, redis_url, tmp_path):
+def test_the_login_limit_holds_across_two_processes_sharing_redis(web_server, redis_url):
     """Two gunicorn processes on one database and one Redis: failures on either count for both."""
-    db_name = "limits_shared"
-    processes, urls = [], []
-    try:
-        for n in range(2):
-            port = free_port()
-            env = server_env(
-                services, db_name, port, REDIS_URL=redis_url, CARWEB_LOGIN_LIMIT_ACCOUNT="4 per minute"
-            )
-            env["CARWEB_BRIDGE"] = "off"
-            with open(tmp_path / f"web{n}.log", "ab") as log:
-                processes.append(start_web(env, log_file=log))
-            urls.append(f"http://127.0.0.1:{port}")
-        statuses = []
-        for attempt in range(5):
-            session = requests.Session()
-            url = urls[attempt % 2]
-            token = csrf_token(session.get(f"{url}/login").text)
-            data = {"email": "shared@example.com", "password": "wrong-password-1", "csrf_token": token}
-            statuses.append(session.post(f"{url}/login", data=data, allow_redirects=False).status_code)
-        assert statuses == [200, 200, 200, 200, 429]
-    finally:
-        stop_processes(processes)
+    urls = [
+        web_server(
+            "limits_shared",
+            REDIS_URL=redis_url,
+            CARWEB_LOGIN_LIMIT_ACCOUNT="4 per minute",
+            CARWEB_BRIDGE="off",
+        )[0]
+        for _ in range(2)
+    ]
+    statuses = []
+    for attempt in range(5):
+        session = requests.Session()
+        url = urls[attempt % 2]
+        token = csrf_token(session.get(f"{url}/login").text)
+        data = {"email": "shared@example.com", "password": "wrong-password-1", "csrf_token": token}
+        statuses.append(session.post(f"{url}/login", data=data, allow_redirects=False).status_code)
+    assert statuses == [200, 200, 200, 200, 429]
