@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 import socketio
 
-from carweb.models import Device, Message, User
+from carweb.models import ApiToken, Device, Message, UpdateJob, User
 from carweb.ota.rollouts import create_rollout
 from carweb.ota.store import store_firmware
 from tests.conftest import PASSWORD, csrf_token
@@ -28,6 +28,18 @@ ROUTES = [
     ("GET", "/firmware", "viewer"),
     ("GET", "/firmware/{firmware}", "viewer"),
     ("GET", "/firmware/rollouts/{rollout}", "viewer"),
+    ("GET", "/api/v1/devices", "viewer"),
+    ("GET", "/api/v1/devices?q=car&limit=5", "viewer"),
+    ("GET", "/api/v1/devices/{device}", "viewer"),
+    ("GET", "/api/v1/devices/{device}/messages?topic=car-1/%23", "viewer"),
+    ("GET", "/api/v1/devices/{device}/messages/export?format=ndjson", "viewer"),
+    ("GET", "/api/v1/devices/{device}/jobs", "viewer"),
+    ("GET", "/api/v1/firmware", "viewer"),
+    ("GET", "/api/v1/firmware/{firmware}", "viewer"),
+    ("GET", "/api/v1/rollouts", "viewer"),
+    ("GET", "/api/v1/rollouts/{rollout}", "viewer"),
+    ("GET", "/api/v1/rollouts/{rollout}/jobs", "viewer"),
+    ("GET", "/api/v1/jobs/{job}", "viewer"),
     ("POST", "/devices/{device}/rename", "operator"),
     ("GET", "/firmware/upload", "operator"),
     ("POST", "/firmware/upload", "operator"),
@@ -36,6 +48,9 @@ ROUTES = [
     ("POST", "/firmware/devices/{device}/update", "operator"),
     ("POST", "/firmware/rollouts/{rollout}/resume", "operator"),
     ("POST", "/firmware/rollouts/{rollout}/cancel", "operator"),
+    ("POST", "/api/v1/rollouts", "operator"),
+    ("POST", "/api/v1/rollouts/{rollout}/resume", "operator"),
+    ("POST", "/api/v1/rollouts/{rollout}/cancel", "operator"),
     ("GET", "/account", "viewer"),
     ("POST", "/account", "viewer"),
     ("GET", "/audit", "admin"),
@@ -51,7 +66,12 @@ ROUTES = [
     ("POST", "/firmware/{firmware}/delete", "admin"),
     ("POST", "/devices/{device}/delete", "admin"),
 ]
-PUBLIC = [("GET", "/login", 200), ("GET", "/healthz", 200), ("GET", "/firmware/download/nope", 403)]
+PUBLIC = [
+    ("GET", "/login", 200),
+    ("GET", "/healthz", 200),
+    ("GET", "/firmware/download/nope", 403),
+    ("GET", "/api/v1/openapi.json", 200),
+]
 EVENTS = [
     ("watch_devices", None),
     ("watch_device", {"device_id": "car-1", "after": "1"}),
@@ -70,7 +90,14 @@ def fleet_data(app):
     rollout = create_rollout(app, firmware, ["car-1"])
     message = Message.objects(device_id="car-1").first()
     someone = User.create_or_update("someone@example.com", PASSWORD, role="viewer")
-    ids = {"message": message.pk, "firmware": firmware.pk, "rollout": rollout.pk, "user": someone.pk}
+    job = UpdateJob.objects(rollout_id=rollout.pk).first()
+    ids = {
+        "message": message.pk,
+        "firmware": firmware.pk,
+        "rollout": rollout.pk,
+        "user": someone.pk,
+        "job": job.pk,
+    }
     return {"device": "car-1", **ids}
 
 
@@ -98,7 +125,7 @@ def test_every_route_answers_each_role_as_its_table_says(client, auth, fleet_dat
         where = f"{role} {method} {path}: {response.status_code}"
         assert response.status_code < 500, where
         if role == "anonymous":
-            expected = 401 if path == "/metrics" else 302
+            expected = 401 if path == "/metrics" or path.startswith("/api/") else 302
             assert response.status_code == expected, where
             assert expected == 401 or response.location.startswith("/login"), where
         elif RANK[role] < RANK[least]:
@@ -111,6 +138,28 @@ def test_every_route_answers_each_role_as_its_table_says(client, auth, fleet_dat
     assert client.get("/devices").status_code == 302
     for method, path, status in PUBLIC:
         assert client.open(path, method=method).status_code == status, f"after {role} logged out: {path}"
+
+
+@pytest.mark.parametrize("role", list(RANK))
+def test_every_api_route_answers_each_roles_token_as_the_table_says(client, fleet_data, role):
+    """A token acts with its owner's role; without one every API route answers 401 in JSON."""
+    headers = {}
+    if role != "anonymous":
+        user = User.create_or_update(f"{role}-token@example.com", PASSWORD, role=role)
+        headers["Authorization"] = f"Bearer {ApiToken.create(user, 'table')[1]}"
+    for method, template, least in ROUTES:
+        if not template.startswith("/api/"):
+            continue
+        path = template.format(**fleet_data)
+        response = client.open(path, method=method, headers=headers, json={} if method == "POST" else None)
+        where = f"{role} {method} {path}: {response.status_code}"
+        assert response.status_code < 500 and response.is_json or method == "GET" and "export" in path, where
+        if role == "anonymous":
+            assert response.status_code == 401, where
+        elif RANK[role] < RANK[least]:
+            assert response.status_code == 403, where
+        else:
+            assert response.status_code not in (401, 403), where
 
 
 def socket_as(live_server, role):
