@@ -5,6 +5,8 @@ import socket
 
 from dotenv import load_dotenv
 
+from carweb.models.user import SESSION_LIFETIME
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 API_PREFIX = "/api/v1"  # the JSON API: bearer tokens, JSON errors, CORS only here
 
@@ -84,6 +86,7 @@ class Config:
         self.SESSION_COOKIE_SAMESITE = "Lax"
         self.SESSION_COOKIE_SECURE = env_bool("CARWEB_SECURE_COOKIES")
         self.REMEMBER_COOKIE_HTTPONLY = True
+        self.REMEMBER_COOKIE_DURATION = SESSION_LIFETIME
         self.REMEMBER_COOKIE_SAMESITE = "Lax"
         self.REMEMBER_COOKIE_SECURE = self.SESSION_COOKIE_SECURE
         self.WTF_CSRF_TIME_LIMIT = None

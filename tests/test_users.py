@@ -1,11 +1,14 @@
 """Users page, own account, and the end of sessions: cookies, remember-me and live connections."""
 
 import re
+import time
 
 import pytest
 import socketio
 
 from carweb.models import LoginSession, User
+from carweb.models.user import MAX_SESSIONS, SESSION_LIFETIME, session_is_fresh
+from carweb.users import routes
 from tests.conftest import PASSWORD, csrf_token, wait_until
 
 NEW_PASSWORD = "a much better password"
@@ -170,3 +173,58 @@ def test_a_connection_whose_session_ended_unnoticed_is_refused_at_its_next_event
     client.emit("watch_devices", callback=received.append)  # the server closes before it answers
     assert wait_until(lambda: not client.connected, timeout=5)
     assert received in ([], [{"ok": False, "error": "login required"}])
+
+
+def test_a_login_lasts_thirty_days_and_a_user_keeps_at_most_twenty(client, auth, app, monkeypatch):
+    """Logins pile up only to MAX_SESSIONS (the oldest end); any login ends after SESSION_LIFETIME."""
+    app.config["CARWEB_LOGIN_LIMIT_ACCOUNT"] = "100 per minute"
+    auth.create("many@example.com", role="viewer")
+    browsers = [log_in_elsewhere(app, "many@example.com")[0] for _ in range(MAX_SESSIONS + 2)]
+    user = User.find_by_email("many@example.com")
+    assert LoginSession.objects(user_id=user.pk).count() == MAX_SESSIONS == len(user.session_ids)
+    assert [b.get("/devices").status_code for b in browsers[:3]] == [302, 302, 200]
+
+    later = time.time() + SESSION_LIFETIME.total_seconds() + 1
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert browsers[-1].get("/devices").status_code == 302
+    log_in_elsewhere(app, "many@example.com")  # the next login forgets the expired ones
+    assert len(User.find_by_email("many@example.com").session_ids) == 1
+
+
+@pytest.mark.parametrize(
+    ("session_id", "fresh"),
+    [
+        (f"{int(time.time()):x}.abc", True),
+        (f"{int(time.time() - SESSION_LIFETIME.total_seconds() - 5):x}.abc", False),
+        (f"{int(time.time() + 3600):x}.abc", False),
+        ("Zm9vYmFyYmF6", False),  # the random ids of earlier versions
+        ("zz.abc", False),
+        ("", False),
+    ],
+)
+def test_session_ids_say_their_age(session_id, fresh):
+    """A login session id starts with the time it was made; ids without one are not fresh."""
+    assert session_is_fresh(session_id) is fresh
+
+
+def test_guessing_the_current_password_on_the_account_page_is_limited(client, auth):
+    """The password form counts against the account limit (10 per 15 minutes by default): then 429."""
+    auth.login()
+    wrong = {"current": "wrong password!", "password": NEW_PASSWORD, "confirm": NEW_PASSWORD}
+    statuses = [post_form(client, "/account", "/account", **wrong).status_code for _ in range(11)]
+    assert statuses == [400] * 10 + [429]
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(client, auth, monkeypatch):
+    """The last-admin check and the change are two steps: when the other admin changed in between, undo."""
+    auth.login()
+    other = auth.create("second-admin@example.com", role="admin")
+
+    def the_other_request_demotes_me_meanwhile(user):
+        User.objects(email="admin@example.com").update(set__role="viewer")  # its check had passed too
+        return False
+
+    monkeypatch.setattr(routes, "is_last_admin", the_other_request_demotes_me_meanwhile)
+    response = post_form(client, f"/users/{other.pk}", f"/users/{other.pk}", role="viewer", active="y")
+    assert response.status_code == 302
+    assert User.objects.get(pk=other.pk).role == "admin"

@@ -11,6 +11,7 @@ process), else in this process.
 from flask import current_app, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from flask_login import current_user
 
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
 
@@ -43,3 +44,17 @@ def login_limits(view):
         scope="login-address",
     )
     return per_account(per_address(view))
+
+
+def password_check_limit(view):
+    """The account limit on a logged-in user's own password form: each POST checks the current password.
+
+    Without it a stolen session could guess the password there, each guess an argon2
+    verification on the server's one event loop.
+    """
+    return limiter.limit(
+        lambda: current_app.config["CARWEB_LOGIN_LIMIT_ACCOUNT"],
+        key_func=lambda: f"account:{current_user.email}",
+        methods=["POST"],
+        scope="password-check",
+    )(view)

@@ -12,8 +12,10 @@ from carweb.models.user import end_login_sessions
 
 
 def start(user):
-    """A new login session for `user`, from this request's address and browser."""
-    return user.start_session(address=request.remote_addr, agent=request.user_agent.string)
+    """A new login session for `user`, from this request's address and browser; expired and surplus ones end."""
+    session = user.start_session(address=request.remote_addr, agent=request.user_agent.string)
+    end(user.surplus_sessions())
+    return session
 
 
 def end(sessions):

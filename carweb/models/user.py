@@ -1,7 +1,8 @@
 """Operators who log in to the web pages."""
 
 import secrets
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from functools import cache
 
 from argon2 import PasswordHasher
@@ -14,6 +15,7 @@ from mongoengine import (
     EmailField,
     ListField,
     ObjectIdField,
+    Q,
     StringField,
 )
 
@@ -22,6 +24,8 @@ ROLES = ("admin", "operator", "viewer")  # every role reads
 OPERATORS = ("admin", "operator")  # rename devices, upload firmware, start, resume and cancel rollouts
 ADMINS = ("admin",)  # delete devices and firmware, manage users and tokens
 MIN_PASSWORD = 12
+SESSION_LIFETIME = timedelta(days=30)  # a login (its remember-me cookie too) lasts this long
+MAX_SESSIONS = 20  # a user's open logins; a new one ends the oldest beyond this
 _hasher = PasswordHasher()
 
 
@@ -34,6 +38,21 @@ def _nobody_hash():
 def utcnow():
     """The current time, timezone-aware in UTC."""
     return datetime.now(UTC)
+
+
+def new_session_id():
+    """A random login session id that starts with its creation time, so its age is known without a read."""
+    return f"{int(time.time()):x}.{secrets.token_urlsafe(24)}"
+
+
+def session_is_fresh(session_id):
+    """Whether a login session id was made less than SESSION_LIFETIME ago (ids without a time never are)."""
+    stamp, dot, _ = session_id.partition(".")
+    try:
+        age = time.time() - int(stamp, 16)
+    except ValueError:
+        return False
+    return bool(dot) and 0 <= age < SESSION_LIFETIME.total_seconds()
 
 
 class User(Document):
@@ -112,7 +131,7 @@ class User(Document):
     def from_session_id(cls, value):
         """The active user a get_id() value names while its login session lasts, else None (one read)."""
         user_id, _, session_id = (value or "").partition(":")
-        if not session_id or not ObjectId.is_valid(user_id):
+        if not session_id or not ObjectId.is_valid(user_id) or not session_is_fresh(session_id):
             return None
         user = cls.objects(pk=ObjectId(user_id), session_ids=session_id, active=True).first()
         if user is not None:
@@ -122,6 +141,21 @@ class User(Document):
     def sessions(self):
         """This user's login sessions, newest first."""
         return LoginSession.objects(user_id=self.pk).order_by("-created_at")
+
+    def surplus_sessions(self):
+        """This user's login sessions to end: those past SESSION_LIFETIME and those beyond the newest MAX_SESSIONS.
+
+        Also forgets ids of sessions the database already dropped (its TTL index), so the
+        user's list of session ids stays as short as their open logins.
+        """
+        self.reload("session_ids")
+        stale = [sid for sid in self.session_ids if not session_is_fresh(sid)]
+        if stale:
+            User.objects(pk=self.pk).update_one(pull_all__session_ids=stale)
+        newest = self.sessions().only("id")
+        beyond = [session.pk for session in newest[MAX_SESSIONS:]]
+        cutoff = utcnow() - SESSION_LIFETIME
+        return LoginSession.objects(Q(id__in=beyond) | Q(created_at__lt=cutoff), user_id=self.pk)
 
     @classmethod
     def find_by_email(cls, email):
@@ -153,14 +187,22 @@ class LoginSession(Document):
     that carry it are signed.
     """
 
-    id = StringField(primary_key=True, default=lambda: secrets.token_urlsafe(24))
+    id = StringField(primary_key=True, default=new_session_id)
     user_id = ObjectIdField(required=True)
     created_at = DateTimeField(default=utcnow)
     address = StringField()
     agent = StringField()
     sockets = ListField(StringField())  # Socket.IO sids opened in this session
 
-    meta = {"collection": "login_sessions", "auto_create_index": False, "indexes": ["user_id"]}
+    meta = {
+        "collection": "login_sessions",
+        "auto_create_index": False,
+        "indexes": [
+            "user_id",
+            # MongoDB drops a session once it is too old to be used (its cookies stopped working then).
+            {"fields": ["created_at"], "expireAfterSeconds": int(SESSION_LIFETIME.total_seconds())},
+        ],
+    }
 
 
 def end_login_sessions(sessions):

@@ -6,6 +6,7 @@ from flask_login import current_user, login_user, logout_user
 
 from carweb import audit
 from carweb.auth import role_required, sessions
+from carweb.auth.limits import password_check_limit
 from carweb.models import ApiToken, User
 from carweb.models.user import ADMINS
 from carweb.users import bp
@@ -61,6 +62,11 @@ def edit(user_id):
             flash("carweb needs one active admin: make another admin first.", "error")
             return redirect(url_for("users.edit", user_id=user_id))
         user.update(set__role=form.role.data, set__active=form.active.data)
+        if not User.objects(role__in=ADMINS, active=True).first():
+            # Two admins demoted each other at the same moment: both checks passed. Undo.
+            user.update(set__role=user.role, set__active=user.active)
+            flash("carweb needs one active admin: make another admin first.", "error")
+            return redirect(url_for("users.edit", user_id=user_id))
         audit.record("user changed", user.email, role=form.role.data, active=form.active.data)
         if not form.active.data:
             sessions.end_all(user)
@@ -114,6 +120,7 @@ def _edit_page(user, form, reset=None):
 
 
 @bp.route("/account", methods=["GET", "POST"])
+@password_check_limit
 def account():
     """Your own password and sessions."""
     form = ChangePasswordForm()
