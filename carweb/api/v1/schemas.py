@@ -24,10 +24,6 @@ EARLIEST = datetime(FIRST_YEAR, 1, 1, tzinfo=UTC)
 LATEST = datetime(LAST_YEAR, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
-class Strict(Schema):
-    """Unknown fields are refused (the default), times are ISO 8601 in UTC."""
-
-
 def utc_time(description):
     """An ISO 8601 time; without a zone it is UTC. Years FIRST_YEAR..LAST_YEAR."""
     return fields.AwareDateTime(
@@ -71,7 +67,7 @@ class ObjectIdString(fields.String):
 # --- requests -------------------------------------------------------------------------
 
 
-class DeviceListArgs(Strict):
+class DeviceListArgs(Schema):
     """A page of the device list, most recently seen first; `q` searches ids and names."""
 
     q = fields.String(validate=validate.Length(max=200), metadata={"description": "Part of an id or name"})
@@ -79,7 +75,7 @@ class DeviceListArgs(Strict):
     limit = limit_field()
 
 
-class TimeRange(Strict):
+class TimeRange(Schema):
     """Messages on a topic filter, received within a time range."""
 
     topic = fields.String(validate=validate.Length(1, 1024), metadata={"description": "MQTT topic filter"})
@@ -106,7 +102,7 @@ class ExportArgs(TimeRange):
     format = fields.String(load_default="csv", validate=validate.OneOf(list(FORMATS)))
 
 
-class IdPageArgs(Strict):
+class IdPageArgs(Schema):
     """A page of a list newest first, below an id."""
 
     cursor = ObjectIdString(metadata={"description": "next_cursor of the previous page"})
@@ -119,14 +115,14 @@ class RolloutListArgs(IdPageArgs):
     firmware_id = ObjectIdString(metadata={"description": "Only the rollouts of this image"})
 
 
-class RolloutJobArgs(Strict):
+class RolloutJobArgs(Schema):
     """A page of a rollout's jobs by device id."""
 
     cursor = fields.String(validate=validate.Length(1, MAX_DEVICE_ID_LENGTH))
     limit = limit_field(100)
 
 
-class RolloutCreate(Strict):
+class RolloutCreate(Schema):
     """A rollout: an image, its devices (a list, all, or all on a version), waves and limits."""
 
     firmware_id = ObjectIdString(required=True)
