@@ -117,7 +117,12 @@ def bridge_run():
 )
 @click.option("--mqtt-url", default=None, help="Broker URL (default: MQTT_URL).")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
-@click.option("--prefix", default="sim", show_default=True, help="Device ids are <prefix>-<n>.")
+@click.option(
+    "--prefix",
+    default="sim",
+    show_default=True,
+    help="Device ids are UUIDs made from <prefix>-<n>, the same on every run.",
+)
 @click.option(
     "--fail-rate",
     type=click.FloatRange(0, 1),

@@ -2,6 +2,7 @@
 
 import os
 import socket
+from pathlib import Path
 
 from dotenv import load_dotenv
 
@@ -30,6 +31,27 @@ def env_int(name, default):
     return int(value) if value not in (None, "") else default
 
 
+def data_dir():
+    """Where `make run` keeps its local database, broker data, secret key and chosen settings."""
+    return Path(env_str("CARWEB_DATA_DIR") or os.path.join(ROOT, "var")).resolve()
+
+
+def run_settings_path():
+    """The settings a running `make run` chose (addresses, secret key file), for commands in other shells."""
+    return data_dir() / "run.env"
+
+
+def secret_key():
+    """SECRET_KEY, else the contents of the file CARWEB_SECRET_KEY_FILE names (as `make run` and Docker secrets keep it)."""
+    path = env_str("CARWEB_SECRET_KEY_FILE")
+    if env_str("SECRET_KEY") or not path:
+        return env_str("SECRET_KEY")
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError as exc:
+        raise RuntimeError(f"CARWEB_SECRET_KEY_FILE {path} cannot be read: {exc.strerror}") from exc
+
+
 def default_public_url():
     """Where gunicorn listens, as devices would reach it without a proxy in front."""
     return f"http://{env_str('CARWEB_HOST', '127.0.0.1')}:{env_int('CARWEB_PORT', 8000)}"
@@ -40,7 +62,8 @@ class Config:
 
     def __init__(self):
         load_dotenv(os.path.join(ROOT, ".env"))  # never overrides the real environment
-        self.SECRET_KEY = env_str("SECRET_KEY")
+        load_dotenv(run_settings_path())  # what a running `make run` chose, for its second shell
+        self.SECRET_KEY = secret_key()
         self.MONGODB_URI = env_str("MONGODB_URI", "mongodb://127.0.0.1:27017/carweb")
         self.MQTT_URL = env_str("MQTT_URL", "mqtt://127.0.0.1:1883")
         self.MQTT_CLIENT_ID = env_str("MQTT_CLIENT_ID", f"carweb-{socket.gethostname()}")

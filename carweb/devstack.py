@@ -23,8 +23,23 @@ from paho.mqtt.enums import CallbackAPIVersion
 from carweb.config import ROOT
 
 EMBEDDED_DB_OPTIONS = "retryWrites=false&journal=true"
+# What `make run` records for commands run in another shell (carweb.config reads run.env).
+RECORDED = (
+    "MONGODB_URI",
+    "MQTT_URL",
+    "MQTT_PROTOCOL",
+    "CARWEB_SECRET_KEY_FILE",
+    "CARWEB_HOST",
+    "CARWEB_PORT",
+    "CARWEB_PUBLIC_URL",
+)
 # Children get their own session: a Ctrl-C reaches only us, and we stop them in order.
 OWN_SESSION = {"start_new_session": True}
+
+
+def quote(value):
+    """A value for a single-quoted line of a dotenv file."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def free_port():
@@ -211,6 +226,7 @@ class LocalStack:
         self.env = env
         self.data_dir = Path(env.get("CARWEB_DATA_DIR") or os.path.join(ROOT, "var")).resolve()
         self.processes = []
+        self.settings_file = self.data_dir / "run.env"
 
     def say(self, text):
         """Tell the operator what happens."""
@@ -218,13 +234,25 @@ class LocalStack:
 
     def ensure_secret_key(self):
         """Use SECRET_KEY, else one kept in the data directory so sessions survive restarts."""
-        if self.env.get("SECRET_KEY"):
+        if self.env.get("SECRET_KEY") or self.env.get("CARWEB_SECRET_KEY_FILE"):
             return
         path = self.data_dir / "secret_key"
         if not path.exists():
             path.write_text(secrets.token_urlsafe(48))
             path.chmod(0o600)
-        self.env["SECRET_KEY"] = path.read_text().strip()
+        self.env["CARWEB_SECRET_KEY_FILE"] = str(path)
+
+    def record_settings(self):
+        """Write what this run chose to run.env, where `flask --app carweb ...` in another shell reads it."""
+        host, port = self.env.get("CARWEB_HOST") or "127.0.0.1", self.env.get("CARWEB_PORT") or "8000"
+        self.env.setdefault("CARWEB_PUBLIC_URL", f"http://{host}:{port}")
+        lines = [
+            "# Written by `make run` while it runs (removed when it stops); the real environment wins.",
+            *(f"{key}='{quote(self.env[key])}'" for key in RECORDED if self.env.get(key)),
+        ]
+        self.settings_file.write_text("\n".join(lines) + "\n")
+        self.settings_file.chmod(0o600)
+        self.say(f"settings for other shells in {self.settings_file}")
 
     def ensure_database(self):
         """Start SecantusDB with its data in the data directory unless MONGODB_URI is set."""
@@ -288,6 +316,7 @@ class LocalStack:
             self.ensure_secret_key()
             self.ensure_database()
             self.ensure_broker()
+            self.record_settings()
             self.ensure_admin()
             self.start_web()
             self.start_simulator()
@@ -299,6 +328,7 @@ class LocalStack:
             return 0
         finally:
             self.say("stopping")
+            self.settings_file.unlink(missing_ok=True)
             stop_processes(self.processes)
 
 

@@ -28,7 +28,7 @@ MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
 PASSWORD = "deploy-test-password"
 NOT_AUTHORIZED = 135
 FIRMWARE_MAX_BYTES = 64 * 1024 * 1024  # the default firmware upload limit nginx must let through
-ENV_READ = re.compile(r"""(?:environ\.get\(|environ\[|getenv\(|\benv_\w+\()\s*["']([A-Z][A-Z0-9_]*)["']""")
+ENV_READ = re.compile(r"""(?:environ\.get\(|environ\[|getenv\(|\benv_\w+\(|\benv\.get\(|\benv\[)\s*["']([A-Z][A-Z0-9_]*)["']""")
 
 
 def dockerfile():
@@ -132,10 +132,25 @@ def test_entrypoint_runs_bridge_or_any_other_command(tmp_path, args, expected):
     assert [call.split(" | ")[0] for call in calls] == [expected]
 
 
+def settings_read():
+    """Every environment variable carweb or its gunicorn config reads."""
+    files = [*(REPO / "carweb").rglob("*.py"), REPO / "deploy" / "gunicorn.conf.py", REPO / "wsgi.py"]
+    return {name for path in files for name in ENV_READ.findall(path.read_text())}
+
+
+def test_every_setting_carweb_reads_is_in_env_example_and_the_readme():
+    """An operator finds each variable in .env.example (with its default) and in the README's table."""
+    example = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", (REPO / ".env.example").read_text(), re.M))
+    readme = set(re.findall(r"`([A-Z][A-Z0-9_]*)`", (REPO / "README.md").read_text()))
+    read = settings_read()
+    assert "MONGODB_URI" in read and "CARWEB_SECRET_KEY_FILE" in read
+    assert read - example == set(), "not in .env.example"
+    assert read - readme == set(), "not in the README"
+
+
 def test_web_and_bridge_environment_names_are_all_read_by_carweb():
     """A misspelt name in compose would be silently ignored: each must be read by carweb or gunicorn."""
-    files = [*(REPO / "carweb").rglob("*.py"), REPO / "deploy" / "gunicorn.conf.py"]
-    known = {name for path in files for name in ENV_READ.findall(path.read_text())}
+    known = settings_read()
     for name in ("web", "bridge"):
         unknown = set(compose()["services"][name]["environment"]) - known
         assert not unknown, f"{name}: carweb reads no {sorted(unknown)}"

@@ -30,7 +30,7 @@ BROKER = re.compile(r"MQTT broker \(\w+\) at mqtt://127\.0\.0\.1:(\d+)")
 class Stack:
     """One `python -m carweb.devstack` process, its output in a log file."""
 
-    def __init__(self, data_dir, log_path, **extra_env):
+    def __init__(self, data_dir, log_path, root=ROOT, **extra_env):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -51,7 +51,7 @@ class Stack:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "carweb.devstack"],
                 env=env,
-                cwd=ROOT,
+                cwd=root,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
