@@ -19,7 +19,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 RUN groupadd --system --gid 10001 carweb \
-    && useradd --system --uid 10001 --gid carweb --home-dir /nonexistent --no-create-home carweb
+    && useradd --system --uid 10001 --gid carweb --home-dir /nonexistent --no-create-home carweb \
+    && mkdir -p /srv/carweb/static && chown 10001:10001 /srv/carweb/static
 
 # Production dependencies only: requirements-dev.txt pulls SecantusDB (GPL, tests only).
 COPY requirements.txt ./

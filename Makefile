@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-faults lint format assets chromium clean
+.PHONY: run test test-faults lint format assets packages clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
@@ -23,16 +23,19 @@ assets: static/vendor/.built
 run: $(STAMP) assets
 	$(BIN)/python -m carweb.devstack
 
-# Browser tests need Chromium; as root on Debian we install it, elsewhere we say what is missing.
-chromium:
-	@command -v chromium >/dev/null || test -x /usr/bin/chromium || { \
+# The tests start their own Chromium, Mosquitto, nginx and Redis: as root on Debian we
+# install the missing packages, elsewhere we say which are missing.
+TEST_PACKAGES := chromium:chromium mosquitto:mosquitto mosquitto_passwd:mosquitto nginx:nginx redis-server:redis-server
+packages:
+	@missing=""; for pair in $(TEST_PACKAGES); do \
+	  command -v "$${pair%%:*}" >/dev/null || test -x "/usr/sbin/$${pair%%:*}" || missing="$$missing $${pair##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); \
-	  else echo "make: install Chromium (Debian package chromium) for the browser tests"; exit 1; fi; }
-	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null); \
-	  else echo "make: install Mosquitto (Debian package mosquitto) for the tests"; exit 1; fi; }
+	    echo "make: installing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing mosquitto-clients >/dev/null; \
+	  else echo "make: install the Debian packages$$missing for the tests"; exit 1; fi; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -42,11 +45,11 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: $(STAMP) assets chromium lint
+test: $(STAMP) assets packages lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Only the fault tests (kill/restart the database, broker or carweb); `make test` runs them too.
-test-faults: $(STAMP) assets chromium
+test-faults: $(STAMP) assets packages
 	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
 
 clean:

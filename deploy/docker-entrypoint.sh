@@ -10,6 +10,10 @@ export CARWEB_HOST="${CARWEB_HOST:-0.0.0.0}"
 export CARWEB_PORT="${CARWEB_PORT:-8000}"
 
 run_web() {
+    # nginx serves /static/ from a volume it shares with web: refresh it from this image.
+    if [ -n "${CARWEB_STATIC_EXPORT:-}" ]; then
+        cp -R static/. "$CARWEB_STATIC_EXPORT/"
+    fi
     flask --app carweb init-db
     flask --app carweb ensure-admin
     exec gunicorn -c deploy/gunicorn.conf.py wsgi:app "$@"

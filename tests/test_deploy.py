@@ -21,14 +21,16 @@ from paho.mqtt.properties import Properties
 from carweb.bridge.mqtt import parse_mqtt_url
 from carweb.config import ROOT
 from carweb.devstack import free_port, mosquitto_binary, stop_processes, wait_for_port
+from tests.nginx_support import main_config, make_certificate, site_config
 
 REPO = Path(ROOT)
 ENTRYPOINT = REPO / "deploy" / "docker-entrypoint.sh"
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
 PASSWORD = "deploy-test-password"
 NOT_AUTHORIZED = 135
-FIRMWARE_MAX_BYTES = 64 * 1024 * 1024  # the default firmware upload limit nginx must let through
-ENV_READ = re.compile(r"""(?:environ\.get\(|environ\[|getenv\(|\benv_\w+\(|\benv\.get\(|\benv\[)\s*["']([A-Z][A-Z0-9_]*)["']""")
+ENV_READ = re.compile(
+    r"""(?:environ\.get\(|environ\[|getenv\(|\benv_\w+\(|\benv\.get\(|\benv\[)\s*["']([A-Z][A-Z0-9_]*)["']"""
+)
 
 
 def dockerfile():
@@ -135,7 +137,8 @@ def test_entrypoint_runs_bridge_or_any_other_command(tmp_path, args, expected):
 def settings_read():
     """Every environment variable carweb or its gunicorn config reads."""
     files = [*(REPO / "carweb").rglob("*.py"), REPO / "deploy" / "gunicorn.conf.py", REPO / "wsgi.py"]
-    return {name for path in files for name in ENV_READ.findall(path.read_text())}
+    shell = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", ENTRYPOINT.read_text()))
+    return shell | {name for path in files for name in ENV_READ.findall(path.read_text())}
 
 
 def test_every_setting_carweb_reads_is_in_env_example_and_the_readme():
@@ -159,7 +162,9 @@ def test_web_and_bridge_environment_names_are_all_read_by_carweb():
 def test_compose_mounts_files_that_are_in_the_repo():
     """Bind mounts exist (operator-made secrets are documented instead); named volumes are declared."""
     spec = compose()
-    readme = (REPO / "deploy" / "mosquitto" / "README.md").read_text()
+    readme = (REPO / "deploy" / "mosquitto" / "README.md").read_text() + (
+        REPO / "docs" / "deploy.md"
+    ).read_text()
     for name, service in spec["services"].items():
         for volume in service.get("volumes", []):
             if isinstance(volume, str):
@@ -200,6 +205,7 @@ def test_only_nginx_and_the_broker_publish_ports():
     """web trusts any X-Forwarded-* (FORWARDED_ALLOW_IPS=*), so only nginx may reach it; no database leaks."""
     services = compose()["services"]
     assert {name for name, service in services.items() if service.get("ports")} == {"nginx", "mosquitto"}
+    assert services["nginx"]["ports"] == ["80:80", "443:443"]
 
 
 def test_services_wait_for_healthy_dependencies():
@@ -211,36 +217,46 @@ def test_services_wait_for_healthy_dependencies():
 
 
 def test_nginx_keeps_sockets_sticky_upgrades_websockets_and_takes_firmware():
-    """ip_hash upstream; every location forwards client headers; /socket.io/ upgrades; 64 MB fits."""
+    """ip_hash upstream; HTTPS; every proxied location forwards client headers; /socket.io/ upgrades; uploads follow carweb's limit."""
     text = re.sub(r"#.*", "", (REPO / "nginx" / "carweb.conf").read_text())
     upstream = re.search(r"upstream carweb\s*\{([^}]*)\}", text)[1]
     assert re.search(r"^\s*ip_hash;", upstream, re.M) and re.search(r"^\s*server web:8000;", upstream, re.M)
-    locations = dict(re.findall(r"location\s+(\S+)\s*\{([^{}]*)\}", text))
-    assert {"/", "/socket.io/"} <= set(locations)
-    for path, body in locations.items():  # a location with any proxy_set_header inherits none
+    assert re.search(r"listen 443 ssl;", text) and re.search(r"return 301 https://\$host\$request_uri;", text)
+    locations = dict(re.findall(r"location\s+(?:=\s*)?(\S+)\s*\{((?:[^{}]|\$\{\w+\})*)\}", text))
+    proxied = {path: body for path, body in locations.items() if "proxy_pass" in body}
+    assert {"/", "/socket.io/", "/firmware/upload", "/firmware/download/"} <= set(proxied)
+    for path, body in proxied.items():  # a location with any proxy_set_header inherits none
         assert "proxy_pass http://carweb;" in body
         for header in ("Host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"):
             assert re.search(rf"proxy_set_header\s+{header}\s", body), f"{path} drops {header}"
     socketio = locations["/socket.io/"]
-    assert re.search(r"proxy_http_version\s+1\.1;", socketio)
+    assert re.search(r"proxy_http_version\s+1\.1;", socketio) and "proxy_buffering off;" in socketio
     assert re.search(r"proxy_set_header\s+Upgrade\s+\$http_upgrade;", socketio)
     assert re.search(r"proxy_set_header\s+Connection\s+\S+;", socketio)
     timeout = re.search(r"proxy_read_timeout\s+(\d+)([smh]?);", socketio)
     assert timeout and int(timeout[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[timeout[2]] > 60
-    size = re.search(r"client_max_body_size\s+(\d+)([kKmMgG]?);", text)
+    assert "client_max_body_size ${CARWEB_MAX_FIRMWARE_MB}m;" in locations["/firmware/upload"]
+    assert "alias /srv/carweb/static/;" in locations["/static/"]
+
+
+def test_compose_renders_the_nginx_template_with_carwebs_firmware_limit():
+    """The nginx image fills in the template from its environment: the same limit web is given."""
+    services = compose()["services"]
+    mounts = [v for v in services["nginx"]["volumes"] if isinstance(v, str)]
+    assert "./nginx/carweb.conf:/etc/nginx/templates/default.conf.template:ro" in mounts
+    limit = services["nginx"]["environment"]["CARWEB_MAX_FIRMWARE_MB"]
     assert (
-        size
-        and int(size[1]) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[size[2].lower()] >= FIRMWARE_MAX_BYTES
+        limit == services["web"]["environment"]["CARWEB_MAX_FIRMWARE_MB"] == "${CARWEB_MAX_FIRMWARE_MB:-64}"
     )
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed; the structural test runs")
 def test_nginx_accepts_the_config(tmp_path):
-    """`nginx -t` on a main config including carweb.conf with web:8000 replaced by a local address."""
+    """`nginx -t` on the rendered template with local upstream, ports and a certificate."""
+    cert, key = make_certificate(tmp_path)
     site, main = tmp_path / "carweb.conf", tmp_path / "nginx.conf"
-    site.write_text((REPO / "nginx" / "carweb.conf").read_text().replace("web:8000", "127.0.0.1:8000"))
-    main.write_text(f"pid nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{ include {site}; }}\n")
-    (tmp_path / "logs").mkdir()
+    site.write_text(site_config(["127.0.0.1:8000"], free_port(), free_port(), cert, key))
+    main.write_text(main_config(tmp_path, site))
     result = subprocess.run(["nginx", "-t", "-p", f"{tmp_path}/", "-c", main], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
