@@ -2,14 +2,14 @@
 
 import os
 import socket
+from datetime import timedelta
 from pathlib import Path
 
 from dotenv import load_dotenv
 
-from carweb.models.user import SESSION_LIFETIME
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 API_PREFIX = "/api/v1"  # the JSON API: bearer tokens, JSON errors, CORS only here
+SESSION_LIFETIME = timedelta(days=30)  # a login (its remember-me cookie too) lasts this long
 
 
 def env_str(name, default=None):
@@ -68,6 +68,8 @@ class Config:
         self.MQTT_URL = env_str("MQTT_URL", "mqtt://127.0.0.1:1883")
         self.MQTT_CLIENT_ID = env_str("MQTT_CLIENT_ID", f"carweb-{socket.gethostname()}")
         self.MQTT_PROTOCOL = env_str("MQTT_PROTOCOL", "5")
+        # Several bridges split the stream with the shared subscription $share/<group>/+/#.
+        self.MQTT_SHARED_GROUP = env_str("MQTT_SHARED_GROUP")
         self.MQTT_CA_FILE = env_str("MQTT_CA_FILE")
         self.MQTT_CERT_FILE = env_str("MQTT_CERT_FILE")
         self.MQTT_KEY_FILE = env_str("MQTT_KEY_FILE")

@@ -2,6 +2,7 @@
 
 import os
 import re
+import subprocess
 import threading
 import time
 import uuid
@@ -24,6 +25,7 @@ from carweb.devstack import (
     start_secantus,
     start_web,
     stop_processes,
+    wait_for_port,
 )
 from carweb.models import User, ensure_indexes
 
@@ -225,6 +227,22 @@ def web_server(services, tmp_path):
 
     yield start
     stop_processes(processes)
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A Redis of the test's own on a free port."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(port, process)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop_processes([process])
 
 
 @pytest.fixture(scope="session")

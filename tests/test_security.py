@@ -1,7 +1,5 @@
 """Security headers, anonymous bodies, login limits and constant-work logins."""
 
-import subprocess
-
 import mongoengine
 import pytest
 import requests
@@ -9,7 +7,6 @@ from argon2 import PasswordHasher
 
 from carweb import config as carweb_config
 from carweb import create_app
-from carweb.devstack import free_port, stop_processes, wait_for_port
 from carweb.models import AuditEntry, User
 from tests.conftest import PASSWORD, csrf_token
 
@@ -144,22 +141,6 @@ def test_an_unknown_account_costs_the_same_hashing_as_a_known_one(client, auth, 
         calls.clear()
         assert failed_login(client, email).status_code == 200
         assert calls == [1], email
-
-
-@pytest.fixture
-def redis_url(tmp_path):
-    """A Redis of the test's own on a free port."""
-    port = free_port()
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_for_port(port, process)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        stop_processes([process])
 
 
 def test_the_login_limit_holds_across_two_processes_sharing_redis(web_server, redis_url):

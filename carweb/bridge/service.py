@@ -21,7 +21,7 @@ from carweb.bridge.flush import flush_devices, recover_unflushed
 from carweb.bridge.ingest import prepare_batch, store_messages
 from carweb.bridge.limits import ArrivalWatermark, ByteBudget, FairQueue, held_bytes
 from carweb.bridge.mqtt import build_client, connect_async
-from carweb.bridge.topics import SUBSCRIPTION
+from carweb.bridge.topics import subscription
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF = 30
@@ -142,12 +142,13 @@ class Bridge:
         if self._connections > 1:
             metrics.reconnects.inc()
         self.mqtt_state = "connected"
+        topic = subscription(self.config["MQTT_SHARED_GROUP"])
         if client.protocol == MQTTProtocolVersion.MQTTv5:
             # retainHandling=1: retained messages only for a new subscription, so a
             # resumed session does not store every retained status again.
-            client.subscribe(SUBSCRIPTION, options=SubscribeOptions(qos=1, retainHandling=1))
+            client.subscribe(topic, options=SubscribeOptions(qos=1, retainHandling=1))
         elif not flags.session_present:
-            client.subscribe(SUBSCRIPTION, qos=1)
+            client.subscribe(topic, qos=1)
         log.info("connected to the broker (session present: %s)", flags.session_present)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):

@@ -5,6 +5,12 @@ import re
 MAX_DEVICE_ID_LENGTH = 128
 SUBSCRIPTION = "+/#"
 
+
+def subscription(shared_group=None):
+    """What a bridge subscribes to: every device topic, through a shared subscription when bridges split the stream."""
+    return f"$share/{shared_group}/{SUBSCRIPTION}" if shared_group else SUBSCRIPTION
+
+
 # Topics carweb publishes to devices: stored as outbound, never treated as device input.
 _OUTBOUND = re.compile(r"^[^/]+/firmware/(update|cancel|chunk/[^/]+/\d+)$")
 _CHUNK = re.compile(r"^[^/]+/firmware/chunk/[^/]+/\d+$")

@@ -2,7 +2,7 @@
 
 import secrets
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import cache
 
 from argon2 import PasswordHasher
@@ -19,12 +19,13 @@ from mongoengine import (
     StringField,
 )
 
+from carweb.config import SESSION_LIFETIME
+
 ROLES = ("admin", "operator", "viewer")  # every role reads
 # Who may do what, the one place it is said: routes, Socket.IO events and templates use these.
 OPERATORS = ("admin", "operator")  # rename devices, upload firmware, start, resume and cancel rollouts
 ADMINS = ("admin",)  # delete devices and firmware, manage users and tokens
 MIN_PASSWORD = 12
-SESSION_LIFETIME = timedelta(days=30)  # a login (its remember-me cookie too) lasts this long
 MAX_SESSIONS = 20  # a user's open logins; a new one ends the oldest beyond this
 _hasher = PasswordHasher()
 
