@@ -220,7 +220,7 @@ def test_nginx_keeps_sockets_sticky_upgrades_websockets_and_takes_firmware():
     """ip_hash upstream; HTTPS; every proxied location forwards client headers; /socket.io/ upgrades; uploads follow carweb's limit."""
     text = re.sub(r"#.*", "", (REPO / "nginx" / "carweb.conf").read_text())
     upstream = re.search(r"upstream carweb\s*\{([^}]*)\}", text)[1]
-    assert re.search(r"^\s*ip_hash;", upstream, re.M) and re.search(r"^\s*server web:8000;", upstream, re.M)
+    assert re.search(r"^\s*ip_hash;", upstream, re.M) and re.search(r"^\s*server web:8000 max_fails=0;", upstream, re.M)
     assert re.search(r"listen 443 ssl;", text) and re.search(r"return 301 https://\$host\$request_uri;", text)
     locations = dict(re.findall(r"location\s+(?:=\s*)?(\S+)\s*\{((?:[^{}]|\$\{\w+\})*)\}", text))
     proxied = {path: body for path, body in locations.items() if "proxy_pass" in body}
