@@ -33,7 +33,9 @@ def site_config(upstreams, http_port, https_port, cert, key, firmware_mb=64):
     text = SITE.read_text()
     replacements = {
         "${CARWEB_MAX_FIRMWARE_MB}": str(firmware_mb),
-        "    server web:8000 max_fails=0;\n": "".join(f"    server {address} max_fails=0;\n" for address in upstreams),
+        "    server web:8000 max_fails=0;\n": "".join(
+            f"    server {address} max_fails=0;\n" for address in upstreams
+        ),
         "    listen 80;\n": f"    listen 127.0.0.1:{http_port};\n",
         "    listen 443 ssl;\n": f"    listen 127.0.0.1:{https_port} ssl;\n",
         "/etc/nginx/certs/carweb.crt;": f"{cert};",

@@ -1,6 +1,5 @@
 """The bridge against other brokers: Mosquitto over TLS (as hosted hubs use) and amqtt (MQTT 3.1.1)."""
 
-import subprocess
 import uuid
 
 import paho.mqtt.client as mqtt
@@ -10,65 +9,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from carweb.devstack import free_port, start_amqtt, start_mosquitto, start_web, stop_processes
 from tests.conftest import server_env, wait_until
-
-
-def openssl(*args, cwd):
-    """Run openssl quietly in `cwd`."""
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+from tests.tls_support import issue, make_ca
 
 
 @pytest.fixture
 def certificates(tmp_path):
     """A throw-away CA and a server certificate for 127.0.0.1 signed by it."""
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=carweb test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        cwd=tmp_path,
-    )
-    openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        cwd=tmp_path,
-    )
-    (tmp_path / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "san.cnf",
-        "-out",
-        "server.crt",
-        cwd=tmp_path,
-    )
-    return tmp_path
+    ca = make_ca(tmp_path / "ca")
+    return ca, issue(ca, "broker", server=True)
 
 
 def published_message_is_stored(env, mqtt_port, tmp_path, **publish_tls):
@@ -95,7 +43,8 @@ def published_message_is_stored(env, mqtt_port, tmp_path, **publish_tls):
 def test_bridge_connects_over_tls_with_a_private_ca(services, certificates, tmp_path):
     """mqtts:// with MQTT_CA_FILE: the bridge verifies the broker and stores what devices send."""
     port = free_port()
-    tls = f"cafile {certificates}/ca.crt\ncertfile {certificates}/server.crt\nkeyfile {certificates}/server.key\n"
+    ca, (cert, key) = certificates
+    tls = f"cafile {ca.cert}\ncertfile {cert}\nkeyfile {key}\n"
     with open(tmp_path / "mosquitto.log", "ab") as log:
         broker = start_mosquitto(port, tmp_path / "mosquitto", log_file=log, extra=tls)
     try:
@@ -104,9 +53,9 @@ def test_bridge_connects_over_tls_with_a_private_ca(services, certificates, tmp_
             f"tls_{uuid.uuid4().hex[:8]}",
             free_port(),
             MQTT_URL=f"mqtts://127.0.0.1:{port}",
-            MQTT_CA_FILE=str(certificates / "ca.crt"),
+            MQTT_CA_FILE=str(ca.cert),
         )
-        message = published_message_is_stored(env, port, tmp_path, ca_certs=str(certificates / "ca.crt"))
+        message = published_message_is_stored(env, port, tmp_path, ca_certs=str(ca.cert))
         assert message["payload"] == b"over another broker"
     finally:
         stop_processes([broker])

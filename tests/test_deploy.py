@@ -5,8 +5,13 @@ import os
 import queue
 import re
 import shutil
+import socket
+import ssl
 import subprocess
+import sys
 import threading
+import time
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import urlsplit
@@ -21,13 +26,16 @@ from paho.mqtt.properties import Properties
 from carweb.bridge.mqtt import parse_mqtt_url
 from carweb.config import ROOT
 from carweb.devstack import free_port, mosquitto_binary, stop_processes, wait_for_port
+from tests.conftest import server_env, wait_until
 from tests.nginx_support import main_config, make_certificate, site_config
+from tests.tls_support import issue, make_ca, outside_address
 
 REPO = Path(ROOT)
 ENTRYPOINT = REPO / "deploy" / "docker-entrypoint.sh"
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
 PASSWORD = "deploy-test-password"
 NOT_AUTHORIZED = 135
+OUTSIDE = outside_address()  # this machine's address on a network, not loopback
 ENV_READ = re.compile(
     r"""(?:environ\.get\(|environ\[|getenv\(|\benv_\w+\(|\benv\.get\(|\benv\[)\s*["']([A-Z][A-Z0-9_]*)["']"""
 )
@@ -197,7 +205,8 @@ def test_web_reaches_services_by_their_compose_names():
     address = parse_mqtt_url(env["MQTT_URL"])
     assert (address.host, address.port, address.username) == ("mosquitto", 1884, "carweb")
     conf = (REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
-    assert re.search(r"^listener 1884$", conf, re.M) and services["mosquitto"]["ports"] == ["1883:1883"]
+    assert re.search(r"^listener 1884$", conf, re.M) and re.search(r"^listener 1883 127.0.0.1$", conf, re.M)
+    assert services["mosquitto"]["ports"] == ["8883:8883", "8884:8884"]  # TLS only from outside
     assert "user carweb" in (REPO / "deploy" / "mosquitto" / "acl").read_text().splitlines()
 
 
@@ -220,7 +229,9 @@ def test_nginx_keeps_sockets_sticky_upgrades_websockets_and_takes_firmware():
     """ip_hash upstream; HTTPS; every proxied location forwards client headers; /socket.io/ upgrades; uploads follow carweb's limit."""
     text = re.sub(r"#.*", "", (REPO / "nginx" / "carweb.conf").read_text())
     upstream = re.search(r"upstream carweb\s*\{([^}]*)\}", text)[1]
-    assert re.search(r"^\s*ip_hash;", upstream, re.M) and re.search(r"^\s*server web:8000 max_fails=0;", upstream, re.M)
+    assert re.search(r"^\s*ip_hash;", upstream, re.M) and re.search(
+        r"^\s*server web:8000 max_fails=0;", upstream, re.M
+    )
     assert re.search(r"listen 443 ssl;", text) and re.search(r"return 301 https://\$host\$request_uri;", text)
     locations = dict(re.findall(r"location\s+(?:=\s*)?(\S+)\s*\{((?:[^{}]|\$\{\w+\})*)\}", text))
     proxied = {path: body for path, body in locations.items() if "proxy_pass" in body}
@@ -262,10 +273,15 @@ def test_nginx_accepts_the_config(tmp_path):
 
 
 def broker_config(ports, workdir):
-    """deploy/mosquitto/mosquitto.conf with its ports, data and password file moved into `workdir`."""
+    """deploy/mosquitto/mosquitto.conf with its ports, certificates, data and password file moved into `workdir`."""
     replacements = {
-        "listener 1883": f"listener {ports.devices} 127.0.0.1",
+        "listener 1883 127.0.0.1": f"listener {ports.devices} 127.0.0.1",
         "listener 1884": f"listener {ports.carweb} 127.0.0.1",
+        "listener 8883": f"listener {ports.tls}",  # every interface, as published
+        "listener 8884": f"listener {ports.certs}",
+        "cafile": f"cafile {ports.ca.cert}",
+        "certfile": f"certfile {ports.broker_cert[0]}",
+        "keyfile": f"keyfile {ports.broker_cert[1]}",
         "persistence_location": f"persistence_location {workdir}/",
         "password_file": f"password_file {workdir / 'passwd'}",
         "acl_file": f"acl_file {REPO / 'deploy' / 'mosquitto' / 'acl'}",
@@ -291,13 +307,17 @@ def broker(tmp_path_factory):
     for index, user in enumerate(("carweb", "deviceA", "deviceB")):
         create = ["-c"] if index == 0 else []
         subprocess.run([MOSQUITTO_PASSWD, *create, "-b", str(workdir / "passwd"), user, PASSWORD], check=True)
-    ports = SimpleNamespace(devices=free_port(), carweb=free_port())
+    ca = make_ca(workdir / "ca")
+    ports = SimpleNamespace(
+        devices=free_port(), carweb=free_port(), tls=free_port(), certs=free_port(), ca=ca
+    )
+    ports.broker_cert = issue(ca, "broker", server=True, addresses=("127.0.0.1", OUTSIDE))
     (workdir / "mosquitto.conf").write_text(broker_config(ports, workdir))
     with open(workdir / "mosquitto.log", "wb") as log:
         process = subprocess.Popen([mosquitto_binary(), "-c", str(workdir / "mosquitto.conf")], stdout=log)
         try:
-            wait_for_port(ports.devices, process)
-            wait_for_port(ports.carweb, process)
+            for port in (ports.devices, ports.carweb, ports.tls, ports.certs):
+                wait_for_port(port, process)
             yield ports
         finally:
             stop_processes([process])
@@ -306,8 +326,8 @@ def broker(tmp_path_factory):
 class Peer:
     """An MQTT 5 client that records what it receives, the reason codes of its PUBACKs, its disconnects."""
 
-    def __init__(self, port, username=None, password=PASSWORD, client_id=""):
-        self.port, self.received, self.pubacks = port, queue.Queue(), {}
+    def __init__(self, port, username=None, password=PASSWORD, client_id="", host="127.0.0.1", tls=None):
+        self.port, self.host, self.received, self.pubacks = port, host, queue.Queue(), {}
         self.connack, self.answered, self.subscribed = None, threading.Event(), threading.Event()
         self.disconnected = threading.Event()
         self.client = client = mqtt.Client(
@@ -320,6 +340,10 @@ class Peer:
         client.on_publish = lambda _c, _u, mid, code, _p: self.pubacks.__setitem__(mid, code.value)
         if username:
             client.username_pw_set(username, password)
+        if tls is not None:  # (CA, client certificate or None, its key or None)
+            client.tls_set(
+                ca_certs=str(tls[0]), certfile=tls[1] and str(tls[1]), keyfile=tls[2] and str(tls[2])
+            )
 
     def on_connect(self, client, _userdata, _flags, reason_code, _properties):
         """Keep the CONNACK's reason code; after a refusal, stop instead of retrying."""
@@ -330,7 +354,7 @@ class Peer:
 
     def start(self, *topics, clean_start=True, properties=None):
         """Connect, and subscribe to `topics` when the broker let us in; returns the CONNACK reason code."""
-        self.client.connect("127.0.0.1", self.port, clean_start=clean_start, properties=properties)
+        self.client.connect(self.host, self.port, clean_start=clean_start, properties=properties)
         self.client.loop_start()
         assert self.answered.wait(5), "no CONNACK"
         if topics and not self.connack.is_failure:
@@ -364,10 +388,12 @@ def peers(broker):
     """
     started = []
 
-    def start(username, *topics, password=PASSWORD, client_id="", port=None, **connect):
+    def start(
+        username, *topics, password=PASSWORD, client_id="", port=None, host="127.0.0.1", tls=None, **connect
+    ):
         """A client of `username` that tried to connect and subscribe to `topics`."""
         port = port or (broker.carweb if username == "carweb" else broker.devices)
-        started.append(Peer(port, username, password, client_id))
+        started.append(Peer(port, username, password, client_id, host=host, tls=tls))
         started[-1].start(*topics, **connect)
         return started[-1]
 
@@ -375,6 +401,9 @@ def peers(broker):
     for peer in started:
         peer.client.disconnect()
         peer.client.loop_stop()
+        # paho keeps a socket pair for waking its loop and closes it only when the client is
+        # collected; collected in a cycle, the sockets go first and warn as unclosed.
+        peer.client._reset_sockets()
 
 
 @pytest.mark.parametrize(("username", "password"), [(None, None), ("deviceA", "wrong password")])
@@ -464,3 +493,70 @@ def test_broker_refuses_packets_over_the_limit_carweb_is_configured_for(peers):
     device_b = peers("deviceB")
     assert device_b.publish_payload("deviceB/large", bytes(900 * 1024)) == 0
     assert bridge.receive_until("deviceB/large") == ["deviceB/large"]
+
+
+def test_a_device_reaches_the_broker_over_tls_from_the_network_and_never_in_clear_text(peers, broker):
+    """8883 takes a device with its password over TLS on any interface; plain 1883 listens on 127.0.0.1 only."""
+    device = peers("deviceA", "deviceA/#", host=OUTSIDE, port=broker.tls, tls=(broker.ca.cert, None, None))
+    assert not device.connack.is_failure
+    assert device.publish("deviceA/telemetry") == 0 and device.receive_until("deviceA/telemetry")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((OUTSIDE, broker.devices), timeout=5).close()
+    stranger = peers(
+        "deviceA", password="wrong password", host=OUTSIDE, port=broker.tls, tls=(broker.ca.cert, None, None)
+    )
+    assert stranger.connack.is_failure
+
+
+def test_a_device_with_a_client_certificate_logs_in_as_its_common_name(peers, broker):
+    """8884: the certificate names the device; it may use its own topics only, and no certificate gets nobody in."""
+    cert, key = issue(broker.ca, "deviceB")
+    device = peers(None, "deviceB/#", host=OUTSIDE, port=broker.certs, tls=(broker.ca.cert, cert, key))
+    assert not device.connack.is_failure
+    assert device.publish("deviceB/telemetry") == 0
+    assert device.publish("deviceA/telemetry") == NOT_AUTHORIZED
+    with pytest.raises((ssl.SSLError, ConnectionError, AssertionError)):
+        peers(None, port=broker.certs, tls=(broker.ca.cert, None, None)).publish("x/y")
+
+
+def bridge_log_after(services, broker, tmp_path, certificate, wait_for):
+    """Run carweb's bridge against the certificate listener with `certificate`; its log once `wait_for` is in it."""
+    env = server_env(
+        services,
+        f"tls_{uuid.uuid4().hex[:8]}",
+        free_port(),
+        MQTT_URL=f"mqtts://127.0.0.1:{broker.certs}",
+        MQTT_CA_FILE=str(broker.ca.cert),
+        MQTT_CERT_FILE=str(certificate[0]),
+        MQTT_KEY_FILE=str(certificate[1]),
+        CARWEB_LOG_LEVEL="INFO",
+    )
+    log_path = tmp_path / f"bridge-{uuid.uuid4().hex[:6]}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "carweb.bridge"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until(lambda: wait_for in log_path.read_text(errors="replace"), timeout=30)
+        time.sleep(3)  # paho retries every second or more: time for a second and third try
+        return log_path.read_text(errors="replace")
+    finally:
+        stop_processes([process])
+
+
+def test_the_bridge_connects_with_its_client_certificate(services, broker, tmp_path):
+    """A certificate for `carweb` signed by the fleet's CA: connected and subscribed as user carweb."""
+    text = bridge_log_after(services, broker, tmp_path, issue(broker.ca, "carweb"), "connected to the broker")
+    assert "cannot connect" not in text
+
+
+def test_a_bridge_with_a_wrong_certificate_is_refused_with_one_clear_log_line(services, broker, tmp_path):
+    """A certificate from another CA: the broker refuses it, and the log says so once, not at every retry."""
+    stranger = make_ca(tmp_path / "other-ca", "other-ca")
+    text = bridge_log_after(
+        services, broker, tmp_path, issue(stranger, "carweb"), "cannot connect to the broker"
+    )
+    lines = [line for line in text.splitlines() if "cannot connect to the broker" in line]
+    assert len(lines) == 1, text
+    assert "refused carweb's client certificate (MQTT_CERT_FILE, MQTT_KEY_FILE)" in lines[0]
+    assert "connected to the broker (session" not in text and "Traceback" not in text

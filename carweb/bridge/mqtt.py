@@ -66,6 +66,36 @@ def share_property_tables():
     Properties.__init__, Properties.clear, Properties._carweb_shared = __init__, clear, True
 
 
+# What a TLS failure means to an operator, by the words OpenSSL puts in it.
+TLS_PROBLEMS = (
+    (
+        (
+            "ALERT_UNKNOWN_CA",
+            "ALERT_BAD_CERTIFICATE",
+            "ALERT_CERTIFICATE_REQUIRED",
+            "ALERT_CERTIFICATE_UNKNOWN",
+        ),
+        "the broker refused carweb's client certificate (MQTT_CERT_FILE, MQTT_KEY_FILE)",
+    ),
+    (
+        ("CERTIFICATE_VERIFY_FAILED",),
+        "carweb does not trust the broker's certificate (MQTT_CA_FILE, and the host name in MQTT_URL)",
+    ),
+    (
+        ("WRONG_VERSION_NUMBER", "record layer failure"),
+        "the broker does not speak TLS on this port (mqtts:// to a plain port?)",
+    ),
+)
+
+
+def describe_connect_problem(text):
+    """One line an operator can act on, from an exception's or paho's text about a failed connection."""
+    for markers, meaning in TLS_PROBLEMS:
+        if any(marker.lower() in text.lower() for marker in markers):
+            return f"{meaning}: {text}"
+    return text
+
+
 class BridgeClient(mqtt.Client):
     """paho's client, reading every packet that has arrived in one loop turn instead of one.
 
@@ -77,6 +107,33 @@ class BridgeClient(mqtt.Client):
     """
 
     READ_BURST = 256
+    on_problem = None  # called with a line describing why connecting failed
+
+    def reconnect(self):
+        """paho's reconnect, telling `on_problem` why it failed (paho itself only retries)."""
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            self._report_problem(f"{exc.__class__.__name__}: {exc}")
+            raise
+
+    def _easy_log(self, level, fmt, *args):
+        """paho's log; a TLS alert read from the socket (a refused client certificate) goes to `on_problem` too.
+
+        Over TLS 1.3 the broker checks the client certificate after the handshake, so the
+        refusal arrives as an alert on the first read, which paho only logs. (Setting
+        `on_log` instead would make paho format a line for every packet.)
+        """
+        if level == mqtt.MQTT_LOG_ERR and fmt.startswith("failed to receive on socket") and args:
+            text = str(args[0])
+            if "ALERT" in text.upper():
+                self._report_problem(text)
+        return super()._easy_log(level, fmt, *args)
+
+    def _report_problem(self, text):
+        """Pass a connection problem to `on_problem`, described for an operator."""
+        if self.on_problem is not None:
+            self.on_problem(describe_connect_problem(text))
 
     def loop_read(self, max_packets=1):
         """Read and handle the packets that have arrived (up to READ_BURST)."""

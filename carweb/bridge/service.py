@@ -20,7 +20,7 @@ from carweb.bridge.documents import document_or_none
 from carweb.bridge.flush import flush_devices, recover_unflushed
 from carweb.bridge.ingest import prepare_batch, store_messages
 from carweb.bridge.limits import ArrivalWatermark, ByteBudget, FairQueue, held_bytes
-from carweb.bridge.mqtt import build_client, connect_async
+from carweb.bridge.mqtt import build_client, connect_async, parse_mqtt_url
 from carweb.bridge.topics import subscription
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,8 @@ class Bridge:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_problem = self._connect_problem
+        self._problem = None
         self.client = client
         connect_async(client, address, self.config)
         stored = Queue(maxsize=2 * WRITERS)  # stored batches waiting to be acked, in any order
@@ -131,12 +133,22 @@ class Bridge:
             gevent.killall(greenlets)
             client.disconnect()
 
+    def _connect_problem(self, text):
+        """Log why connecting fails, once per distinct reason until a connection succeeds (paho retries)."""
+        if text != self._problem:
+            self._problem = text
+            address = parse_mqtt_url(self.config["MQTT_URL"])
+            log.error("cannot connect to the broker at %s:%s: %s", address.host, address.port, text)
+
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         """Subscribe to every device topic once the broker accepts us."""
         if reason_code.is_failure:
             self.mqtt_state = f"refused: {reason_code}"
-            log.error("broker refused the connection: %s", reason_code)
+            self._connect_problem(
+                f"the broker refused the login: {reason_code} (user and password in MQTT_URL?)"
+            )
             return
+        self._problem = None
         _disable_nagle(client)
         self._connections += 1
         if self._connections > 1:
@@ -152,9 +164,14 @@ class Bridge:
         log.info("connected to the broker (session present: %s)", flags.session_present)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        """Record the lost connection; paho reconnects with back-off by itself."""
+        """Record the lost connection; paho reconnects with back-off by itself.
+
+        A connection that never got as far as connected says nothing here: why it
+        failed is logged once by `_connect_problem`, not again at every retry.
+        """
+        if self.mqtt_state == "connected":
+            log.warning("disconnected from the broker: %s", reason_code)
         self.mqtt_state = "disconnected"
-        log.warning("disconnected from the broker: %s", reason_code)
 
     def _on_message(self, client, userdata, msg):
         """Decode and queue a message under its device; a full queue or byte budget blocks here, so we stop reading.
