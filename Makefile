@@ -3,8 +3,12 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || date +%Y%m%d%H%M%S)
+RELEASE := dist/carweb-$(VERSION).tar.gz
+IMAGE ?= carweb
+DEPLOY_PREFIX ?= /opt/carweb
 
-.PHONY: run test test-faults lint format assets packages clean
+.PHONY: build run test test-faults lint format assets packages clean docker-build docker-test docker-run deploy
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
@@ -22,6 +26,29 @@ assets: static/vendor/.built
 
 run: $(STAMP) assets
 	$(BIN)/python -m carweb.devstack
+
+# A release to deploy: every tracked file and the built browser libraries, dist/carweb-VERSION.tar.gz.
+build: $(STAMP) assets
+	deploy/package.sh $(RELEASE)
+
+docker-build:
+	docker build -t $(IMAGE):$(VERSION) -t $(IMAGE):latest .
+
+# The image builds, carweb loads in it and answers its CLI, and the compose file is valid.
+docker-test: docker-build
+	docker run --rm -e SECRET_KEY=docker-test $(IMAGE):$(VERSION) flask --app carweb routes >/dev/null
+	SECRET_KEY=x CARWEB_MQTT_PASSWORD=x CARWEB_PUBLIC_URL=https://example.com docker compose config --quiet
+
+# One machine with Docker Compose (docs/deploy.md): MongoDB, Mosquitto, Redis, carweb, nginx.
+docker-run:
+	docker compose up -d --build
+	@echo "carweb: https://localhost (docker compose logs -f web)"
+
+# Ship a release to DEPLOY_HOST (ssh) into DEPLOY_PREFIX/releases/, switch `current`, restart the units.
+deploy: build
+	@test -n "$(DEPLOY_HOST)" || { echo "make: set DEPLOY_HOST=user@host (and DEPLOY_PREFIX, default /opt/carweb)"; exit 1; }
+	scp $(RELEASE) deploy/install.sh $(DEPLOY_HOST):/tmp/
+	ssh $(DEPLOY_HOST) "sudo sh /tmp/install.sh /tmp/$(notdir $(RELEASE)) $(DEPLOY_PREFIX) --restart"
 
 # The tests start their own Chromium, Mosquitto, nginx and Redis: as root on Debian we
 # install the missing packages, elsewhere we say which are missing.
