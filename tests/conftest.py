@@ -48,12 +48,17 @@ class Services:
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory):
-    """SecantusDB (in memory) and Mosquitto on free ports, for the whole session."""
+    """SecantusDB and Mosquitto on free ports, for the whole session.
+
+    SecantusDB keeps its data in the session's temporary directory: with ':memory:' every
+    document must fit in its 1 GB cache, and the suite (100,000-message exports, soak-like
+    tests) outgrew it (WT_CACHE_FULL); on disk it evicts like mongod.
+    """
     workdir = tmp_path_factory.mktemp("services")
     db_port, mqtt_port = free_port(), free_port()
     db_log = open(workdir / "secantusdb.log", "wb")  # noqa: SIM115
     broker_log = open(workdir / "mosquitto.log", "wb")  # noqa: SIM115
-    processes = [start_secantus(db_port, ":memory:", log_file=db_log)]
+    processes = [start_secantus(db_port, workdir / "db", log_file=db_log)]
     try:
         processes.append(start_mosquitto(mqtt_port, workdir / "mosquitto", log_file=broker_log))
         yield Services(db_port, mqtt_port, workdir)
