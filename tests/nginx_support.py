@@ -6,8 +6,12 @@ import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
+import requests
+import socketio
+
 from carweb.config import ROOT
 from carweb.devstack import free_port, stop_processes, wait_for_port
+from tests.conftest import PASSWORD, cookie_header, csrf_token, wait_until
 
 SITE = Path(ROOT) / "nginx" / "carweb.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -95,3 +99,31 @@ def reload_nginx(ports, workdir, upstreams):
     subprocess.run(
         [NGINX, "-p", f"{workdir}/", "-c", str(workdir / "nginx.conf"), "-s", "reload"], check=True
     )
+
+
+def browser_socket(browser, url):
+    """A Socket.IO connection as a browser opens it through nginx: polling first, then upgraded to WebSocket.
+
+    (python-socketio's WebSocket-only connect over TLS sometimes never sees the server's
+    answer to CONNECT, a client-side quirk, 2 tries in 12; browsers connect this way.)
+    """
+    client = socketio.Client(reconnection=False, http_session=browser)  # its certificate and cookies
+    client.connect(url, headers={"Cookie": cookie_header(browser)}, wait_timeout=10)
+    wait_until(lambda: client.transport() == "websocket", timeout=10)
+    return client
+
+
+def browser_login(nginx, email, password=PASSWORD):
+    """A browser session logged in through nginx over HTTPS (trusting the test's certificate)."""
+    browser = requests.Session()
+    browser.trust_env = False  # else REQUESTS_CA_BUNDLE would win over the test's certificate
+    browser.verify = str(nginx.cert)
+    token = csrf_token(browser.get(f"{nginx.url}/login", timeout=10).text)
+    answer = browser.post(
+        f"{nginx.url}/login",
+        data={"email": email, "password": password, "csrf_token": token},
+        headers={"Referer": f"{nginx.url}/login"},  # as a browser sends it; over HTTPS Flask-WTF checks it
+        timeout=10,
+    )
+    assert answer.url == f"{nginx.url}/devices", answer.url  # redirected within HTTPS: carweb saw the scheme
+    return browser

@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from carweb.devstack import device_client, run_flask, stop_processes
-from tests.conftest import PASSWORD, csrf_token, start_gunicorn, wait_until
-from tests.nginx_support import start_nginx
+from tests.conftest import PASSWORD, start_gunicorn, wait_until
+from tests.nginx_support import browser_login, start_nginx
 
 pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="needs nginx (Debian package nginx)")
 
@@ -25,15 +25,7 @@ class PageLoop:
 
     def __init__(self, nginx):
         self.url = f"{nginx.url}/devices"
-        self.session = requests.Session()
-        self.session.trust_env, self.session.verify = False, str(nginx.cert)
-        token = csrf_token(self.session.get(f"{nginx.url}/login", timeout=10).text)
-        self.session.post(
-            f"{nginx.url}/login",
-            data={"email": "reload@example.com", "password": PASSWORD, "csrf_token": token},
-            headers={"Referer": f"{nginx.url}/login"},
-            timeout=10,
-        )
+        self.session = browser_login(nginx, "reload@example.com")
         self.answers, self.running = [], True
         self.thread = threading.Thread(target=self.run, daemon=True)
 

@@ -10,13 +10,11 @@ import uuid
 
 import pymongo
 import pytest
-import requests
-import socketio
 
 from carweb.config import ROOT
 from carweb.devstack import device_client, free_port, run_flask, stop_processes
-from tests.conftest import PASSWORD, cookie_header, csrf_token, server_env, wait_until
-from tests.nginx_support import start_nginx
+from tests.conftest import PASSWORD, server_env, wait_until
+from tests.nginx_support import browser_login, browser_socket, start_nginx
 
 pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="needs nginx (Debian package nginx)")
 DEVICES = 25  # odd: the broker alternates between the bridges, so each device's messages go to both
@@ -76,31 +74,13 @@ def fleet_behind_nginx(services, web_server, redis_url, tmp_path):
         stop_processes(bridges)
 
 
-def logged_in_socket(nginx):
-    """A browser session through nginx over HTTPS, and its Socket.IO connection over WebSocket."""
-    browser = requests.Session()
-    browser.trust_env, browser.verify = False, str(nginx.cert)
-    token = csrf_token(browser.get(f"{nginx.url}/login", timeout=10).text)
-    browser.post(
-        f"{nginx.url}/login",
-        data={"email": "scale@example.com", "password": PASSWORD, "csrf_token": token},
-        headers={"Referer": f"{nginx.url}/login"},
-        timeout=10,
-    )
-    client = socketio.Client(reconnection=False, http_session=browser)
-    client.connect(
-        nginx.url, headers={"Cookie": cookie_header(browser)}, transports=["websocket"], wait_timeout=10
-    )
-    return client
-
-
 def test_two_bridges_store_2000_messages_once_and_a_page_sees_each_once(fleet_behind_nginx, services):
     """Whichever bridge stores a message, it is stored once and reaches the watching page once."""
     nginx, db, bridges = fleet_behind_nginx
     devices = [f"scale-{uuid.uuid4().hex[:8]}" for _ in range(DEVICES)]
     watched = devices[0]
     live = queue.Queue()
-    client = logged_in_socket(nginx)
+    client = browser_socket(browser_login(nginx, "scale@example.com"), nginx.url)
     client.on("messages", live.put)
     try:
         assert client.call("watch_device", {"device_id": watched, "after": None}, timeout=10)["ok"]
