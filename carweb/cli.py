@@ -134,12 +134,25 @@ def bridge_run():
     "--step-delay", type=click.FloatRange(0), default=0.0, show_default=True, help="Seconds per update step."
 )
 @click.option("--chunks", is_flag=True, help="Download firmware over MQTT chunks instead of HTTP.")
-def simulate(count, rate, mqtt_url, duration, prefix, fail_rate, step_delay, chunks):
+@click.option(
+    "--keys",
+    "keys_file",
+    default=None,
+    help="Public keys the cars trust; they reject images whose signature does not verify "
+    "(default: CARWEB_FIRMWARE_KEYS; neither: they check the SHA-256 only).",
+)
+def simulate(count, rate, mqtt_url, duration, prefix, fail_rate, step_delay, chunks, keys_file):
     """Run a fleet of simulated cars that publish telemetry and take firmware updates."""
+    from carweb.ota.signing import SignatureError, load_public_keys
     from carweb.simulator import Fleet
     from carweb.simulator_updates import UpdateBehaviour
 
-    updates = UpdateBehaviour(fail_rate=fail_rate, step_delay=step_delay, chunks=chunks)
+    keys_file = keys_file or current_app.config.get("CARWEB_FIRMWARE_KEYS")
+    try:
+        keys = load_public_keys(keys_file) if keys_file else None
+    except SignatureError as exc:
+        raise click.ClickException(str(exc)) from exc
+    updates = UpdateBehaviour(fail_rate=fail_rate, step_delay=step_delay, chunks=chunks, keys=keys)
     fleet = Fleet(mqtt_url or current_app.config["MQTT_URL"], count, rate, prefix=prefix, updates=updates)
     click.echo(f"simulating {count} devices at {rate} msg/s each on {fleet.url}")
     fleet.run(duration=duration)

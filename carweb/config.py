@@ -90,6 +90,8 @@ class Config:
         self.CARWEB_PUBLIC_URL = env_str("CARWEB_PUBLIC_URL", default_public_url()).rstrip("/")
         self.CARWEB_DOWNLOAD_TTL = env_int("CARWEB_DOWNLOAD_TTL", 3600)
         self.CARWEB_MAX_FIRMWARE_MB = env_int("CARWEB_MAX_FIRMWARE_MB", 64)
+        # A file of trusted Ed25519 public keys: when set, only images signed by one are accepted.
+        self.CARWEB_FIRMWARE_KEYS = env_str("CARWEB_FIRMWARE_KEYS")
         # Room for the form's other fields; the image itself is held to the exact limit.
         self.MAX_CONTENT_LENGTH = self.CARWEB_MAX_FIRMWARE_MB * 1024 * 1024 + 256 * 1024
         self.CARWEB_OTA_CHUNK_SIZE = env_int("CARWEB_OTA_CHUNK_SIZE", 64 * 1024)

@@ -4,6 +4,8 @@ Each update runs in its own thread (paho's callbacks must not block); `--fail-ra
 device corrupt what it received so the checksum check fails, `--step-delay` slows each step.
 """
 
+import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -13,6 +15,8 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
+
+from carweb.ota.signing import SignatureError, verify
 
 log = logging.getLogger(__name__)
 READ_SIZE = 64 * 1024
@@ -27,6 +31,9 @@ class UpdateBehaviour:
     fail_rate: float = 0.0
     step_delay: float = 0.0
     chunks: bool = False
+    # Trusted public keys ({key id: key}, carweb.ota.signing): with them, a device takes
+    # only images whose signature verifies, and REJECTS the others.
+    keys: dict | None = None
 
 
 class UpdateCanceled(Exception):
@@ -96,6 +103,10 @@ class FirmwareAgent:
                     job, "FAILED", error=f"sha256 mismatch: expected {command['sha256']}, got {digest}"
                 )
                 return
+            refusal = self.signature_refusal(command, digest)
+            if refusal:
+                self.report(job, "REJECTED", error=refusal)
+                return
             for state in ("VERIFIED", "UPDATING"):
                 self.step(job)
                 self.report(job, state)
@@ -106,6 +117,29 @@ class FirmwareAgent:
             log.info("%s: job %s canceled", self.device_id, job)
         except Exception as exc:  # noqa: BLE001 - a device reports any failure instead of dying
             self.report(job, "FAILED", error=f"{exc.__class__.__name__}: {exc}"[:300])
+
+    def signature_refusal(self, command, digest):
+        """Why a device that carries keys will not install this image (None: it will, or it carries none).
+
+        The signature must cover what was downloaded: its SHA-256 with the command's title and version.
+        """
+        if self.behaviour.keys is None:
+            return None
+        if not command.get("signature") or not command.get("key_id"):
+            return "unsigned image"
+        try:
+            signature = base64.b64decode(command["signature"], validate=True)
+            verify(
+                self.behaviour.keys,
+                command["title"],
+                command["version"],
+                digest,
+                command["key_id"],
+                signature,
+            )
+        except (SignatureError, ValueError, binascii.Error) as exc:
+            return f"signature check failed: {exc}"[:300]
+        return None
 
     def _hasher(self):
         """SHA-256 of what arrives; with probability fail_rate the device "corrupts" its copy."""

@@ -51,7 +51,9 @@ def test_chunk_requests_need_a_job_and_a_whole_index():
 
 def test_update_command_has_exactly_the_contract_fields():
     """job, title, version, size, sha256, url, expires, chunk_size."""
-    firmware = SimpleNamespace(title="ecu", version="2.0", size=10, sha256="ab" * 32)
+    firmware = SimpleNamespace(
+        title="ecu", version="2.0", size=10, sha256="ab" * 32, signature=None, key_id=None
+    )
     command = json.loads(update_command(ObjectId(JOB), firmware, "http://x/d/t", 1700000000.9, 4096))
     assert command == {
         "job": JOB,
@@ -63,6 +65,15 @@ def test_update_command_has_exactly_the_contract_fields():
         "expires": 1700000000,
         "chunk_size": 4096,
     }
+
+
+def test_a_signed_images_command_carries_its_signature_and_key_id():
+    """signature and key_id join the contract's fields for a signed image only."""
+    firmware = SimpleNamespace(
+        title="ecu", version="2.0", size=10, sha256="ab" * 32, signature="c2ln", key_id="0123"
+    )
+    command = json.loads(update_command(ObjectId(JOB), firmware, "http://x/d/t", 1700000000.9, 4096))
+    assert (command["signature"], command["key_id"]) == ("c2ln", "0123") and len(command) == 10
 
 
 def test_waves_are_cumulative_ceilings():

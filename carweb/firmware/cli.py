@@ -1,6 +1,8 @@
 """`flask --app carweb firmware ...`: the firmware commands build pipelines rely on (stable)."""
 
+import hashlib
 import json
+import os
 
 import click
 from bson import ObjectId
@@ -19,7 +21,8 @@ from carweb.ota.rollouts import (
     rollout_status,
     select_targets,
 )
-from carweb.ota.store import FirmwareError, max_image_bytes, store_firmware
+from carweb.ota.signing import MAX_SIGNATURE_FILE, SignatureError, generate_key, load_private_key, sign
+from carweb.ota.store import FirmwareError, max_image_bytes, store_firmware, trusted_keys
 
 firmware_cli = AppGroup("firmware", help="Firmware images and rollouts.")
 
@@ -37,7 +40,13 @@ def _rollout(rollout_id):
 @click.option("--title", required=True, help="The image's title, e.g. the product.")
 @click.option("--version", "version", required=True, help="The image's version; title + version is unique.")
 @click.option("--notes", default=None, help="Release notes.")
-def upload(file, title, version, notes):
+@click.option(
+    "--signature",
+    type=click.File("r", encoding="utf-8"),
+    default=None,
+    help="The signature file `firmware sign` made (required when CARWEB_FIRMWARE_KEYS is set).",
+)
+def upload(file, title, version, notes, signature):
     """Store FILE as a firmware image; print its id and SHA-256."""
     ensure_indexes()
     try:
@@ -47,6 +56,8 @@ def upload(file, title, version, notes):
             version,
             notes=notes,
             max_bytes=max_image_bytes(current_app.config),
+            signature=signature.read(MAX_SIGNATURE_FILE) if signature else None,
+            keys=trusted_keys(current_app.config),
         )
     except FirmwareError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -144,3 +155,48 @@ def resume(rollout_id):
 def cancel(rollout_id):
     """Cancel a running or halted rollout."""
     _control(cancel_rollout, rollout_id)
+
+
+@firmware_cli.command("keygen")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, writable=True),
+    required=True,
+    help="Where the private key goes (PEM).",
+)
+def keygen(out):
+    """Make a signing key for the build pipeline; print the line for CARWEB_FIRMWARE_KEYS.
+
+    The private key never goes to the server: keep it where images are built.
+    """
+    if os.path.exists(out):
+        raise click.ClickException(f"{out} exists; choose another file (keys are never overwritten)")
+    pem, public_line = generate_key()
+    descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(pem)
+    click.echo(public_line)
+
+
+@firmware_cli.command("sign")
+@click.argument("file", type=click.File("rb"))
+@click.option(
+    "--key", "key_file", type=click.File("rb"), required=True, help="The private key (PEM) from keygen."
+)
+@click.option("--title", required=True, help="The title the image will be uploaded with.")
+@click.option("--version", "version", required=True, help="The version it will be uploaded with.")
+@click.option("--out", default=None, help="The signature file (default: FILE.sig).")
+def sign_image(file, key_file, title, version, out):
+    """Sign FILE as TITLE VERSION for upload; print the signature file's path."""
+    try:
+        key = load_private_key(key_file.read())
+    except SignatureError as exc:
+        raise click.ClickException(str(exc)) from exc
+    digest = hashlib.sha256()
+    while block := file.read(1024 * 1024):
+        digest.update(block)
+    out = out or f"{file.name}.sig"
+    with open(out, "w", encoding="utf-8") as signature:
+        signature.write(sign(key, title.strip(), version.strip(), digest.hexdigest()))
+    click.echo(out)

@@ -17,6 +17,8 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 from carweb.models import Firmware
 from carweb.models.firmware import DEFAULT_FAILURE_THRESHOLD, DEFAULT_RETRY_LIMIT, DEFAULT_STEP_TIMEOUT
 from carweb.ota.rollouts import MAX_RETRIES, MAX_STEP_TIMEOUT, RolloutError, parse_waves, select_targets
+from carweb.ota.signing import MAX_SIGNATURE_FILE
+from carweb.ota.store import FirmwareError
 
 # The model's own limits, so the form and the store refuse the same values.
 TITLE_MAX, VERSION_MAX, NOTES_MAX = (
@@ -35,8 +37,22 @@ class UploadForm(FlaskForm):
     title = StringField("Title", validators=[DataRequired(), Length(max=TITLE_MAX)])
     version = StringField("Version", validators=[DataRequired(), Length(max=VERSION_MAX)])
     file = FileField("Image", validators=[FileRequired("Choose the image file.")])
+    signature = FileField("Signature (.sig from `firmware sign`)")
     notes = TextAreaField("Release notes", validators=[Optional(), Length(max=NOTES_MAX)])
     submit = SubmitField("Upload")
+
+    def signature_text(self):
+        """The signature file's text, or None when none was sent; FirmwareError when it cannot be one."""
+        upload = self.signature.data
+        if not upload or not getattr(upload, "filename", None):
+            return None
+        data = upload.read(MAX_SIGNATURE_FILE + 1)
+        if len(data) > MAX_SIGNATURE_FILE:
+            raise FirmwareError("the signature file is not one `firmware sign` makes")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FirmwareError("the signature file is not one `firmware sign` makes") from exc
 
     def validate_version(self, field):
         """Title + version identify an image: refuse one that exists."""

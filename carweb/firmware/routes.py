@@ -43,6 +43,7 @@ from carweb.ota.store import (
     max_image_bytes,
     open_firmware,
     store_firmware,
+    trusted_keys,
 )
 
 DOWNLOAD_BUFFER = 64 * 1024
@@ -105,6 +106,8 @@ def upload():
                 notes=form.notes.data,
                 created_by=current_user.email,
                 max_bytes=max_image_bytes(current_app.config),
+                signature=form.signature_text(),
+                keys=trusted_keys(current_app.config),
             )
         except FirmwareTooLarge:
             abort(413)

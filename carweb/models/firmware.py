@@ -37,6 +37,9 @@ class Firmware(Document):
     notes = StringField(max_length=10000)
     created_at = DateTimeField(default=utcnow)
     created_by = StringField()
+    # A detached Ed25519 signature of the build pipeline (carweb.ota.signing), forwarded to devices.
+    signature = StringField()  # base64 of its 64 bytes
+    key_id = StringField()
 
     meta = {
         "collection": "firmware",

@@ -54,18 +54,19 @@ def chunk_topic(device_id, job_id, index):
 
 def update_command(job_id, firmware, url, expires, chunk_size):
     """The update command's JSON bytes; `expires` is when `url` stops working (Unix seconds)."""
-    return json.dumps(
-        {
-            "job": str(job_id),
-            "title": firmware.title,
-            "version": firmware.version,
-            "size": firmware.size,
-            "sha256": firmware.sha256,
-            "url": url,
-            "expires": int(expires),
-            "chunk_size": chunk_size,
-        }
-    ).encode()
+    command = {
+        "job": str(job_id),
+        "title": firmware.title,
+        "version": firmware.version,
+        "size": firmware.size,
+        "sha256": firmware.sha256,
+        "url": url,
+        "expires": int(expires),
+        "chunk_size": chunk_size,
+    }
+    if firmware.signature:
+        command.update(signature=firmware.signature, key_id=firmware.key_id)
+    return json.dumps(command).encode()
 
 
 def cancel_command(job_id):

@@ -1,5 +1,6 @@
 """The firmware store: images stream into GridFS with their SHA-256, and are read back a chunk at a time."""
 
+import base64
 import hashlib
 import io
 
@@ -9,6 +10,7 @@ from mongoengine.errors import NotUniqueError
 
 from carweb.models import Firmware, Rollout, UpdateJob
 from carweb.models.firmware import UNFINISHED_STATES
+from carweb.ota.signing import SignatureError, load_public_keys, parse_signature, verify
 
 READ_SIZE = 1024 * 1024
 
@@ -31,16 +33,32 @@ def max_image_bytes(config):
     return config["CARWEB_MAX_FIRMWARE_MB"] * 1024 * 1024
 
 
-def store_firmware(stream, title, version, notes=None, created_by=None, max_bytes=None):
+def trusted_keys(config):
+    """The public keys images must be signed with (CARWEB_FIRMWARE_KEYS, read on each upload), or None."""
+    path = config.get("CARWEB_FIRMWARE_KEYS")
+    if not path:
+        return None
+    try:
+        return load_public_keys(path)
+    except SignatureError as exc:
+        raise FirmwareError(str(exc)) from exc
+
+
+def store_firmware(
+    stream, title, version, notes=None, created_by=None, max_bytes=None, signature=None, keys=None
+):
     """Stream an image into GridFS, hashing it on the way; return the stored Firmware.
 
     Reads `stream` in blocks, so an image is never held whole in memory. Refuses an empty
-    image, one over `max_bytes`, and a title + version that already exists.
+    image, one over `max_bytes`, and a title + version that already exists. With trusted
+    `keys` (CARWEB_FIRMWARE_KEYS), `signature` (a signature file's text) must verify for
+    this image, title and version; without, a signature given is kept for devices to check.
     """
     title, version = title.strip(), version.strip()
     _check_fields(title, version, notes)
     if Firmware.objects(title=title, version=version).first() is not None:
         raise FirmwareError(f"{title} {version} already exists")
+    signed = _parsed_signature(signature, keys)
     upload = _bucket().open_upload_stream(f"{title}-{version}", metadata={"title": title, "version": version})
     digest, size = hashlib.sha256(), 0
     try:
@@ -52,6 +70,8 @@ def store_firmware(stream, title, version, notes=None, created_by=None, max_byte
             upload.write(block)
         if size == 0:
             raise FirmwareError("the file is empty")
+        if keys is not None:
+            _verified(keys, title, version, digest.hexdigest(), signed)
         upload.close()
     except BaseException:
         upload.abort()
@@ -64,6 +84,8 @@ def store_firmware(stream, title, version, notes=None, created_by=None, max_byte
         file_id=upload._id,
         notes=notes or None,
         created_by=created_by,
+        key_id=signed[0] if signed else None,
+        signature=base64.b64encode(signed[1]).decode() if signed else None,
     )
     try:
         firmware.save(force_insert=True)
@@ -71,6 +93,29 @@ def store_firmware(stream, title, version, notes=None, created_by=None, max_byte
         _bucket().delete(upload._id)
         raise FirmwareError(f"{title} {version} already exists") from exc
     return firmware
+
+
+def _parsed_signature(signature, keys):
+    """(key id, signature bytes) of a signature file's text, or None; refused before any byte is stored."""
+    if signature is None:
+        if keys is not None:
+            raise FirmwareError(
+                "this carweb takes signed images only: add the signature file that "
+                "`flask --app carweb firmware sign` makes for this image, title and version"
+            )
+        return None
+    try:
+        return parse_signature(signature)
+    except SignatureError as exc:
+        raise FirmwareError(str(exc)) from exc
+
+
+def _verified(keys, title, version, sha256, signed):
+    """Refuse an image whose signature does not verify against the trusted keys."""
+    try:
+        verify(keys, title, version, sha256, *signed)
+    except SignatureError as exc:
+        raise FirmwareError(str(exc)) from exc
 
 
 def _check_fields(title, version, notes):
