@@ -9,6 +9,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from carweb import audit
+from carweb.devices.cli import device_cli
 from carweb.firmware.cli import firmware_cli
 from carweb.models import ApiToken, User, ensure_indexes
 from carweb.models.token import MAX_EXPIRES_DAYS
@@ -27,6 +28,7 @@ def init_app(app):
     app.cli.add_command(bridge_cli)
     app.cli.add_command(simulate)
     app.cli.add_command(firmware_cli)
+    app.cli.add_command(device_cli)
 
 
 @click.command("create-user")

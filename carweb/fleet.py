@@ -8,8 +8,11 @@ ranges of places (`ranges.walk_down`) instead of a skip over a sort of every dev
 
 from dataclasses import dataclass, field
 
+from carweb.bridge.flush import reserve_places
+from carweb.bridge.topics import check_device_id
 from carweb.models import Device, IngestState
 from carweb.models.state import INGEST
+from carweb.models.user import utcnow
 from carweb.ranges import walk_down
 
 PAGE_READS = 4  # pages' worth of devices one page may read
@@ -52,6 +55,24 @@ def device_page(before=None, limit=50, search=None):
     elif lowest > 0:
         page.searched_to = lowest + 1
     return page
+
+
+def register_device(device_id):
+    """Add a device before it first speaks (for device tokens, rollouts); ValueError when the id is unusable or taken.
+
+    It takes the next place at the top of the device list, as a device that just spoke.
+    """
+    check_device_id(device_id)  # a TopicError, a ValueError, says what is wrong
+    if Device.objects(device_id=device_id).first() is not None:
+        raise ValueError(f"device {device_id} exists")
+    place = next(reserve_places(1))
+    fields = {"created_at": utcnow(), "message_count": 0, "last_seq": 0, "online": False, "seen_seq": place}
+    result = Device._get_collection().update_one(
+        {"device_id": device_id}, {"$setOnInsert": fields}, upsert=True
+    )
+    if result.upserted_id is None:
+        raise ValueError(f"device {device_id} exists")
+    return Device.objects(device_id=device_id).first()
 
 
 def _matcher(search):

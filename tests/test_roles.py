@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 import socketio
 
-from carweb.models import ApiToken, Device, Message, UpdateJob, User
+from carweb.models import ApiToken, Device, DeviceToken, Message, UpdateJob, User
 from carweb.ota.rollouts import create_rollout
 from carweb.ota.store import store_firmware
 from tests.conftest import PASSWORD, csrf_token
@@ -41,6 +41,9 @@ ROUTES = [
     ("GET", "/api/v1/rollouts/{rollout}/jobs", "viewer"),
     ("GET", "/api/v1/jobs/{job}", "viewer"),
     ("POST", "/devices/{device}/rename", "operator"),
+    ("POST", "/devices/add", "operator"),
+    ("POST", "/devices/{device}/tokens", "operator"),
+    ("POST", "/devices/{device}/tokens/{device_token}/revoke", "operator"),
     ("GET", "/firmware/upload", "operator"),
     ("POST", "/firmware/upload", "operator"),
     ("GET", "/firmware/{firmware}/rollout", "operator"),
@@ -91,12 +94,14 @@ def fleet_data(app):
     message = Message.objects(device_id="car-1").first()
     someone = User.create_or_update("someone@example.com", PASSWORD, role="viewer")
     job = UpdateJob.objects(rollout_id=rollout.pk).first()
+    device_token = DeviceToken.create("car-1", "table")[0]
     ids = {
         "message": message.pk,
         "firmware": firmware.pk,
         "rollout": rollout.pk,
         "user": someone.pk,
         "job": job.pk,
+        "device_token": device_token.pk,
     }
     return {"device": "car-1", **ids}
 

@@ -26,7 +26,7 @@ def readme_commands():
     found = set()
     for match in re.finditer(r"flask --app carweb ([a-z-]+)(?: ([a-z-]+))?", text):
         group, sub = match.groups()
-        found.add(f"{group} {sub}" if group in ("firmware", "bridge") and sub else group)
+        found.add(f"{group} {sub}" if group in ("firmware", "bridge", "device") and sub else group)
     return found
 
 
@@ -96,6 +96,9 @@ def test_every_readme_command_works_in_a_second_shell_while_make_run_runs(tmp_pa
         ran.add("create-token")
         shell.ok("flask --app carweb init-db")
         ran.add("init-db")
+        assert "shell-gateway" in shell.ok("flask --app carweb device add shell-gateway")
+        assert shell.ok("flask --app carweb device token shell-gateway --name kiosk").startswith("cwd_")
+        ran |= {"device add", "device token"}
         shell.ok("flask --app carweb simulate --devices 2 --rate 5 --duration 3 --prefix shell")
         shell.ok(
             "flask --app carweb simulate --devices 1 --fail-rate 0.1 --step-delay 2 --duration 1 --prefix shell"
@@ -111,7 +114,13 @@ def test_every_readme_command_works_in_a_second_shell_while_make_run_runs(tmp_pa
         assert cars[0] in session.get(f"{stack.url}/devices?q={cars[0]}", timeout=10).text
 
         (checkout / "image.bin").write_bytes(os.urandom(4096))
-        _, sha256 = shell.ok("flask --app carweb firmware upload image.bin --title ecu --version 2.0").split()
+        assert shell.ok("flask --app carweb firmware keygen --out build.pem").split()[0]
+        signature = shell.ok(
+            "flask --app carweb firmware sign image.bin --key build.pem --title ecu --version 2.0"
+        )
+        _, sha256 = shell.ok(
+            f"flask --app carweb firmware upload image.bin --title ecu --version 2.0 --signature {signature}"
+        ).split()
         assert len(sha256) == 64
         rollout = shell.ok(
             f"flask --app carweb firmware rollout ecu 2.0 --devices {cars[0]},{cars[1]} --waves 50,100"
@@ -123,6 +132,8 @@ def test_every_readme_command_works_in_a_second_shell_while_make_run_runs(tmp_pa
         assert shell.ok(f"flask --app carweb firmware cancel {rollout}")
         assert "CANCELED" in shell.ok(f"flask --app carweb firmware status {rollout} --json")
         ran |= {
+            "firmware keygen",
+            "firmware sign",
             "firmware upload",
             "firmware rollout",
             "firmware status",

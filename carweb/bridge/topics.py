@@ -30,6 +30,19 @@ def device_id_of(topic):
     return first
 
 
+def check_device_id(device_id):
+    """Refuse (TopicError) an id no device could publish under: empty, too long, or holding `/ + # $`, spaces or controls."""
+    if not isinstance(device_id, str) or not device_id:
+        raise TopicError("a device id is required")
+    if len(device_id) > MAX_DEVICE_ID_LENGTH:
+        raise TopicError(f"a device id has at most {MAX_DEVICE_ID_LENGTH} characters")
+    if any(ch in "/+#" or ch.isspace() or not ch.isprintable() for ch in device_id) or device_id[0] == "$":
+        raise TopicError(
+            "a device id is the first level of its topics: no /, +, #, spaces, control characters or leading $"
+        )
+    return device_id
+
+
 def direction_of(topic):
     """'out' for topics carweb publishes to devices, 'in' for everything devices send."""
     return "out" if _OUTBOUND.match(topic) else "in"

@@ -6,6 +6,7 @@ from flask_wtf import FlaskForm
 from wtforms import DateTimeLocalField, HiddenField, IntegerField, StringField, SubmitField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 
+from carweb.bridge.topics import MAX_DEVICE_ID_LENGTH
 from carweb.history import decode_cursor
 
 FIRST_YEAR, LAST_YEAR = 1970, 9998
@@ -16,6 +17,20 @@ class RenameForm(FlaskForm):
 
     name = StringField("Name", validators=[DataRequired(), Length(max=200)])
     submit = SubmitField("Rename")
+
+
+class AddDeviceForm(FlaskForm):
+    """A device added by its id before it first speaks."""
+
+    device_id = StringField("Device id", validators=[DataRequired(), Length(max=MAX_DEVICE_ID_LENGTH)])
+    submit = SubmitField("Add device")
+
+
+class DeviceTokenForm(FlaskForm):
+    """A new token for a device: a name to tell it apart."""
+
+    name = StringField("Token name", validators=[DataRequired(), Length(max=100)])
+    submit = SubmitField("Create token")
 
 
 class DeleteForm(FlaskForm):

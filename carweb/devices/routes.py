@@ -2,19 +2,28 @@
 
 from bson import ObjectId
 from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
 
 from carweb import audit
 from carweb.auth import role_required
 from carweb.background import bridge_state
 from carweb.devices import bp
-from carweb.devices.forms import DeleteForm, HistoryFilterForm, RenameForm, SearchForm
+from carweb.devices.forms import (
+    AddDeviceForm,
+    DeleteForm,
+    DeviceTokenForm,
+    HistoryFilterForm,
+    RenameForm,
+    SearchForm,
+)
 from carweb.firmware.forms import DeviceUpdateForm
-from carweb.fleet import device_page
+from carweb.fleet import device_page, register_device
 from carweb.history import HistoryQuery, decode_cursor, message_page
 from carweb.live import device_summary, job_summary, message_summary
-from carweb.models import Device, Message
+from carweb.models import Device, DeviceToken, Message
 from carweb.models.user import ADMINS, OPERATORS
 from carweb.ota.jobs import latest_jobs
+from carweb.users.forms import RevokeForm
 
 
 def device_or_404(device_id):
@@ -33,6 +42,7 @@ def index():
     return render_template(
         "devices/index.html",
         form=form,
+        add_form=AddDeviceForm(),
         search=search,
         first=before is None,
         devices=[device_summary(row) for row in page.devices],
@@ -46,10 +56,66 @@ def stored_seq(device_id):
     return state.recorded_seq if state else 0
 
 
+@bp.route("/add", methods=["POST"])
+@role_required(OPERATORS)
+def add():
+    """Add a device by its id before it first speaks (to give it tokens, or include it in a rollout)."""
+    form = AddDeviceForm()
+    if not form.validate_on_submit():
+        flash("A device id of 1 to 128 characters is required.", "error")
+        return redirect(url_for("devices.index"))
+    try:
+        device = register_device(form.device_id.data.strip())
+    except ValueError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("devices.index"))
+    audit.record("device added", device.device_id)
+    flash(f"Device {device.device_id} added.", "success")
+    return redirect(url_for("devices.show", device_id=device.device_id))
+
+
 @bp.route("/<device_id>")
 def show(device_id):
     """A device and its message history, newest first."""
+    return render_device(device_or_404(device_id))
+
+
+@bp.route("/<device_id>/tokens", methods=["POST"])
+@role_required(OPERATORS)
+def create_token(device_id):
+    """Make a token for the device and show it this once (it is stored hashed)."""
     device = device_or_404(device_id)
+    form = DeviceTokenForm()
+    if form.validate_on_submit():
+        try:
+            token, secret = DeviceToken.create(device.device_id, form.name.data)
+        except ValueError as exc:
+            form.name.errors.append(str(exc))
+        else:
+            audit.record("device token created", device.device_id, name=token.name)
+            return render_device(device, new_token=secret)
+    return render_device(device, token_form=form)
+
+
+@bp.route("/<device_id>/tokens/<token_id>/revoke", methods=["POST"])
+@role_required(OPERATORS)
+def revoke_token(device_id, token_id):
+    """Revoke one of the device's tokens: it stops working at once."""
+    token = (
+        DeviceToken.objects(pk=token_id, device_id=device_id).first() if ObjectId.is_valid(token_id) else None
+    )
+    if token is None:
+        abort(404)
+    if RevokeForm().validate_on_submit():
+        token.delete()
+        audit.record("device token revoked", device_id, name=token.name)
+        flash(f"Token {token.name} revoked.", "success")
+    return redirect(url_for("devices.show", device_id=device_id))
+
+
+def render_device(device, new_token=None, token_form=None):
+    """The device's page for this request's filters; 400 when a filter or the token form was refused."""
+    device_id = device.device_id
     form = HistoryFilterForm(request.args)
     if form.validate():
         query = HistoryQuery(
@@ -73,8 +139,13 @@ def show(device_id):
         rename_form=RenameForm(name=device.name),
         update_form=DeviceUpdateForm().set_choices(),
         updates=[job_summary(job) for job in latest_jobs(device_id)],
+        tokens=DeviceToken.of_device(device_id) if current_user.can_operate() else [],
+        token_form=token_form or DeviceTokenForm(),
+        revoke=RevokeForm(),
+        new_token=new_token,
     )
-    return html, 200 if page else 400  # a filter the form refused: the page says what is wrong
+    refused = page is None or (token_form is not None and token_form.errors)
+    return html, 400 if refused else 200  # the page says what is wrong
 
 
 @bp.route("/<device_id>/rename", methods=["POST"])

@@ -5,7 +5,7 @@ from carweb.models.device import Device
 from carweb.models.firmware import Firmware, Rollout, UpdateJob
 from carweb.models.message import Message
 from carweb.models.state import IngestState
-from carweb.models.token import ApiToken
+from carweb.models.token import ApiToken, DeviceToken
 from carweb.models.user import LoginSession, User
 
 ALL_DOCUMENTS = (
@@ -19,6 +19,7 @@ ALL_DOCUMENTS = (
     IngestState,
     AuditEntry,
     ApiToken,
+    DeviceToken,
 )
 
 
@@ -39,6 +40,7 @@ __all__ = [
     "IngestState",
     "AuditEntry",
     "ApiToken",
+    "DeviceToken",
     "ALL_DOCUMENTS",
     "ensure_indexes",
 ]

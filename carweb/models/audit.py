@@ -12,6 +12,7 @@ ACTIONS = (
     "user changed",
     "user password set",
     "user sessions ended",
+    "device added",
     "device renamed",
     "device deleted",
     "firmware uploaded",
@@ -21,6 +22,8 @@ ACTIONS = (
     "rollout canceled",
     "token created",
     "token revoked",
+    "device token created",
+    "device token revoked",
 )
 
 
