@@ -15,3 +15,28 @@ errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # gunicorn 27's control socket in ~/.gunicorn/ is shared by every instance of a user.
 control_socket_disable = True
+
+
+def post_worker_init(worker):
+    """On a graceful stop (SIGTERM: a HUP's old worker, a restart), stop the embedded bridge first.
+
+    A HUP starts the new worker before the old one has finished: without this, both
+    bridges held the MQTT session in turn for a moment and both stored the broker's
+    redeliveries of what the old one had not acknowledged (tests/test_reload.py).
+    Stopped first, the old bridge leaves those messages to the new one, once each.
+    """
+    import signal
+
+    import gevent
+
+    from carweb.background import running_bridge
+
+    exit_gracefully = worker.handle_exit
+
+    def stop_bridge_then_exit(signum, frame):
+        bridge = running_bridge(worker.wsgi)
+        if bridge is not None:
+            gevent.spawn(bridge.stop)
+        exit_gracefully(signum, frame)
+
+    signal.signal(signal.SIGTERM, stop_bridge_then_exit)

@@ -170,7 +170,10 @@ class Bridge:
         failed is logged once by `_connect_problem`, not again at every retry.
         """
         if self.mqtt_state == "connected":
-            log.warning("disconnected from the broker: %s", reason_code)
+            level = (
+                logging.INFO if getattr(reason_code, "value", None) == 0 else logging.WARNING
+            )  # 0: we asked
+            log.log(level, "disconnected from the broker: %s", reason_code)
         self.mqtt_state = "disconnected"
 
     def _on_message(self, client, userdata, msg):
