@@ -69,13 +69,13 @@ def venv_tool(name):
     return str(beside) if beside.exists() else shutil.which(name)
 
 
-def start_secantus(port, storage_path, log_file=None):
+def start_secantus(port, storage_path, log_file=None, cache_size=None):
     """Start SecantusDB on 127.0.0.1:`port`; returns the process once it accepts connections."""
     binary = venv_tool("secantusd-py")
     if binary is None:
         raise RuntimeError("secantusd-py not found: pip install -r requirements-dev.txt, or set MONGODB_URI")
     args = [binary, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage_path)]
-    args += ["--log-level", "WARNING"]
+    args += ["--log-level", "WARNING"] + (["--cache-size", cache_size] if cache_size else [])
     process = subprocess.Popen(
         args, stdout=log_file, stderr=subprocess.STDOUT if log_file else None, **OWN_SESSION
     )

@@ -48,17 +48,18 @@ class Services:
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory):
-    """SecantusDB and Mosquitto on free ports, for the whole session.
+    """SecantusDB (in memory) and Mosquitto on free ports, for the whole session.
 
-    SecantusDB keeps its data in the session's temporary directory: with ':memory:' every
-    document must fit in its 1 GB cache, and the suite (100,000-message exports, soak-like
-    tests) outgrew it (WT_CACHE_FULL); on disk it evicts like mongod.
+    In memory every document must fit in SecantusDB's cache: the default 1 GB was
+    outgrown once the 100,000-message export and scale-out tests joined (WT_CACHE_FULL),
+    so the session's server gets 6 GB (a cap, not a reservation). On disk instead, it
+    once stopped answering in the middle of the poison flood test.
     """
     workdir = tmp_path_factory.mktemp("services")
     db_port, mqtt_port = free_port(), free_port()
     db_log = open(workdir / "secantusdb.log", "wb")  # noqa: SIM115
     broker_log = open(workdir / "mosquitto.log", "wb")  # noqa: SIM115
-    processes = [start_secantus(db_port, workdir / "db", log_file=db_log)]
+    processes = [start_secantus(db_port, ":memory:", log_file=db_log, cache_size="6G")]
     try:
         processes.append(start_mosquitto(mqtt_port, workdir / "mosquitto", log_file=broker_log))
         yield Services(db_port, mqtt_port, workdir)
