@@ -31,14 +31,14 @@ def env_int(name, default):
     return int(value) if value not in (None, "") else default
 
 
-def data_dir():
+def data_dir(env=os.environ):
     """Where `make run` keeps its local database, broker data, secret key and chosen settings."""
-    return Path(env_str("CARWEB_DATA_DIR") or os.path.join(ROOT, "var")).resolve()
+    return Path(env.get("CARWEB_DATA_DIR") or os.path.join(ROOT, "var")).resolve()
 
 
-def run_settings_path():
+def run_settings_path(env=os.environ):
     """The settings a running `make run` chose (addresses, secret key file), for commands in other shells."""
-    return data_dir() / "run.env"
+    return data_dir(env) / "run.env"
 
 
 def secret_key():
@@ -52,9 +52,9 @@ def secret_key():
         raise RuntimeError(f"CARWEB_SECRET_KEY_FILE {path} cannot be read: {exc.strerror}") from exc
 
 
-def default_public_url():
+def default_public_url(env=os.environ):
     """Where gunicorn listens, as devices would reach it without a proxy in front."""
-    return f"http://{env_str('CARWEB_HOST', '127.0.0.1')}:{env_int('CARWEB_PORT', 8000)}"
+    return f"http://{env.get('CARWEB_HOST') or '127.0.0.1'}:{env.get('CARWEB_PORT') or 8000}"
 
 
 class Config:

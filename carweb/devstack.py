@@ -20,6 +20,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from carweb import config
 from carweb.config import ROOT
 
 EMBEDDED_DB_OPTIONS = "retryWrites=false&journal=true"
@@ -224,9 +225,9 @@ class LocalStack:
 
     def __init__(self, env):
         self.env = env
-        self.data_dir = Path(env.get("CARWEB_DATA_DIR") or os.path.join(ROOT, "var")).resolve()
+        self.data_dir = config.data_dir(env)
         self.processes = []
-        self.settings_file = self.data_dir / "run.env"
+        self.settings_file = config.run_settings_path(env)
 
     def say(self, text):
         """Tell the operator what happens."""
@@ -244,8 +245,7 @@ class LocalStack:
 
     def record_settings(self):
         """Write what this run chose to run.env, where `flask --app carweb ...` in another shell reads it."""
-        host, port = self.env.get("CARWEB_HOST") or "127.0.0.1", self.env.get("CARWEB_PORT") or "8000"
-        self.env.setdefault("CARWEB_PUBLIC_URL", f"http://{host}:{port}")
+        self.env.setdefault("CARWEB_PUBLIC_URL", config.default_public_url(self.env))
         lines = [
             "# Written by `make run` while it runs (removed when it stops); the real environment wins.",
             *(f"{key}='{quote(self.env[key])}'" for key in RECORDED if self.env.get(key)),
