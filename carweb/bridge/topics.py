@@ -32,10 +32,9 @@ def device_id_of(topic):
 
 def check_device_id(device_id):
     """Refuse (TopicError) an id no device could publish under: empty, too long, or holding `/ + # $`, spaces or controls."""
-    if not isinstance(device_id, str) or not device_id:
+    if not isinstance(device_id, str):
         raise TopicError("a device id is required")
-    if len(device_id) > MAX_DEVICE_ID_LENGTH:
-        raise TopicError(f"a device id has at most {MAX_DEVICE_ID_LENGTH} characters")
+    device_id_of(device_id)  # empty or too long
     if any(ch in "/+#" or ch.isspace() or not ch.isprintable() for ch in device_id) or device_id[0] == "$":
         raise TopicError(
             "a device id is the first level of its topics: no /, +, #, spaces, control characters or leading $"
