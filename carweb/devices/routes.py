@@ -24,6 +24,7 @@ from carweb.models import Device, DeviceToken, Message
 from carweb.models.user import ADMINS, OPERATORS
 from carweb.ota.jobs import latest_jobs
 from carweb.users.forms import RevokeForm
+from carweb.users.tokens import revoke_token
 
 
 def device_or_404(device_id):
@@ -99,17 +100,9 @@ def create_token(device_id):
 
 @bp.route("/<device_id>/tokens/<token_id>/revoke", methods=["POST"])
 @role_required(OPERATORS)
-def revoke_token(device_id, token_id):
+def revoke_device_token(device_id, token_id):
     """Revoke one of the device's tokens: it stops working at once."""
-    token = (
-        DeviceToken.objects(pk=token_id, device_id=device_id).first() if ObjectId.is_valid(token_id) else None
-    )
-    if token is None:
-        abort(404)
-    if RevokeForm().validate_on_submit():
-        token.delete()
-        audit.record("device token revoked", device_id, name=token.name)
-        flash(f"Token {token.name} revoked.", "success")
+    revoke_token(DeviceToken.of_device(device_id), token_id, "device token revoked", device_id)
     return redirect(url_for("devices.show", device_id=device_id))
 
 

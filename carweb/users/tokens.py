@@ -31,7 +31,7 @@ def create_token():
 @bp.route("/account/tokens/<token_id>/revoke", methods=["POST"])
 def revoke_own_token(token_id):
     """Revoke one of your tokens: it stops working at once."""
-    revoke_token(current_user, token_id)
+    revoke_token(ApiToken.of_user(current_user.pk), token_id, "token revoked", current_user.email)
     return redirect(url_for("users.account"))
 
 
@@ -39,16 +39,20 @@ def revoke_own_token(token_id):
 @role_required(ADMINS)
 def revoke_user_token(user_id, token_id):
     """Revoke a token of any user (admin)."""
-    revoke_token(user_or_404(user_id), token_id)
+    owner = user_or_404(user_id)
+    revoke_token(ApiToken.of_user(owner.pk), token_id, "token revoked", owner.email)
     return redirect(url_for("users.edit", user_id=user_id))
 
 
-def revoke_token(owner, token_id):
-    """Delete `owner`'s token `token_id` (404 if they have none such) once the form's CSRF token checks out."""
-    if not ObjectId.is_valid(token_id):
+def revoke_token(tokens, token_id, action, target):
+    """Delete the token `token_id` among `tokens` (an owner's; 404 if none such) once the form's CSRF token checks out.
+
+    Used for users' API tokens and devices' tokens alike; `action` and `target` go to the audit log.
+    """
+    token = tokens.filter(pk=token_id).first() if ObjectId.is_valid(token_id) else None
+    if token is None:
         abort(404)
-    token = ApiToken.objects(pk=token_id, user_id=owner.pk).first() or abort(404)
     if RevokeForm().validate_on_submit():
         token.delete()
-        audit.record("token revoked", owner.email, name=token.name)
+        audit.record(action, target, name=token.name)
         flash(f"Token {token.name} revoked.", "success")
