@@ -163,6 +163,12 @@ def payload_base64(doc):
     return text if encoding == "base64" else None
 
 
+class Page(Schema):
+    """A page of a list: pass next_cursor as `cursor` for the next page, until it is null."""
+
+    next_cursor = nullable(fields.String)
+
+
 class DeviceOut(Schema):
     """A device as the list and its page show it."""
 
@@ -175,11 +181,10 @@ class DeviceOut(Schema):
     fw_version = nullable(fields.String)
 
 
-class DevicePage(Schema):
+class DevicePage(Page):
     """A page of devices; follow next_cursor until it is null (a search may return fewer than limit)."""
 
     items = fields.List(fields.Nested(DeviceOut), required=True)
-    next_cursor = nullable(fields.String)
 
 
 class MessageOut(Schema):
@@ -203,7 +208,7 @@ class MessageOut(Schema):
     )
 
 
-class MessagePage(Schema):
+class MessagePage(Page):
     """A page of messages, newest first; follow next_cursor until it is null.
 
     A filtered page may hold fewer than `limit` messages when the filter looked through
@@ -211,7 +216,6 @@ class MessagePage(Schema):
     """
 
     items = fields.List(fields.Nested(MessageOut), required=True)
-    next_cursor = nullable(fields.String)
     searched_to = nullable(fields.DateTime)
 
 
@@ -228,11 +232,10 @@ class FirmwareOut(Schema):
     created_by = nullable(fields.String)
 
 
-class FirmwarePage(Schema):
+class FirmwarePage(Page):
     """A page of images, newest first."""
 
     items = fields.List(fields.Nested(FirmwareOut), required=True)
-    next_cursor = nullable(fields.String)
 
 
 class WaveOut(Schema):
@@ -269,11 +272,10 @@ class RolloutDetail(RolloutOut):
     wave_progress = fields.List(fields.Nested(WaveOut))
 
 
-class RolloutPage(Schema):
+class RolloutPage(Page):
     """A page of rollouts, newest first."""
 
     items = fields.List(fields.Nested(RolloutOut), required=True)
-    next_cursor = nullable(fields.String)
 
 
 class JobOut(Schema):
@@ -308,8 +310,7 @@ class JobDetail(JobOut):
     history = fields.List(fields.Nested(JobEvent))
 
 
-class JobPage(Schema):
+class JobPage(Page):
     """A page of jobs."""
 
     items = fields.List(fields.Nested(JobOut), required=True)
-    next_cursor = nullable(fields.String)
