@@ -62,6 +62,10 @@ class Sampler(threading.Thread):
                 self.values.append((time.time(), exc))
 
 
+# A connection joins at most carweb.live.MAX_ROOMS rooms: like browser tabs, pages spread over connections.
+PAGES_PER_CONNECTION = 40
+
+
 class LivePages:
     """A Socket.IO client with the device list and some device pages open; latencies per device class."""
 
@@ -71,16 +75,26 @@ class LivePages:
         self.by_minute = defaultdict(list)  # steady latencies by minute of the soak: does p99 drift?
         self.to_bridge = []  # steady: publish -> the bridge's received_at (device, broker, the bridge's reading)
         self.device_events = 0
-        self.client = socketio.Client(reconnection=False)
-        self.client.on("messages", self.on_messages)
-        self.client.on("devices", self.on_devices)
-        self.client.connect(url, headers={"Cookie": cookie}, transports=["websocket"], wait_timeout=10)
+        self.url, self.cookie, self.clients, self.list_open = url, cookie, [], False
+
+    def connect(self):
+        """One more Socket.IO connection, as one more browser tab would open."""
+        client = socketio.Client(reconnection=False)
+        client.on("messages", self.on_messages)
+        client.on("devices", self.on_devices)
+        client.connect(self.url, headers={"Cookie": self.cookie}, transports=["websocket"], wait_timeout=10)
+        self.clients.append(client)
+        return client
 
     def watch(self, device_ids):
-        """Open the pages of these devices and the device list."""
-        for device_id in device_ids:
-            assert self.client.call("watch_device", {"device_id": device_id}, timeout=10)["ok"]
-        assert self.client.call("watch_devices", timeout=10)
+        """Open the pages of these devices, PAGES_PER_CONNECTION on each connection, and the device list."""
+        for first in range(0, len(device_ids), PAGES_PER_CONNECTION):
+            client = self.connect()
+            for device_id in device_ids[first : first + PAGES_PER_CONNECTION]:
+                assert client.call("watch_device", {"device_id": device_id}, timeout=10)["ok"]
+        if not self.list_open:  # one device list page, on the first connection
+            assert (self.clients[0] if self.clients else self.connect()).call("watch_devices", timeout=10)
+            self.list_open = True
 
     def on_messages(self, messages):
         """Latency of each telemetry message: now minus the publish time in its payload."""
@@ -102,7 +116,8 @@ class LivePages:
 
     def close(self):
         """Close the pages."""
-        self.client.disconnect()
+        for client in self.clients:
+            client.disconnect()
 
 
 def run_loadgen(stack, workdir, name, *args):
