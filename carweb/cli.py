@@ -3,6 +3,7 @@
 import os
 import secrets
 import sys
+from contextlib import contextmanager
 
 import click
 from flask import current_app
@@ -11,12 +12,14 @@ from flask.cli import AppGroup
 from carweb import audit
 from carweb.devices.cli import device_cli
 from carweb.firmware.cli import firmware_cli
-from carweb.models import ApiToken, User, ensure_indexes
+from carweb.fleet import register_device
+from carweb.models import ApiToken, Device, DeviceToken, User, ensure_indexes
 from carweb.models.token import MAX_EXPIRES_DAYS
 from carweb.models.user import MIN_PASSWORD, ROLES
 from carweb.upgrade import prepare_database
 
 bridge_cli = AppGroup("bridge", help="The MQTT bridge.")
+SIMULATOR_TOKEN = "simulator"
 
 
 def init_app(app):
@@ -117,7 +120,17 @@ def bridge_run():
     show_default=True,
     help="Messages per second per device.",
 )
+@click.option(
+    "--transport",
+    type=click.Choice(["mqtt", "ws"]),
+    default="mqtt",
+    show_default=True,
+    help="MQTT to the broker, or carweb's device WebSocket (each car gets a device token for the run).",
+)
 @click.option("--mqtt-url", default=None, help="Broker URL (default: MQTT_URL).")
+@click.option(
+    "--url", "carweb_url", default=None, help="carweb's URL for --transport ws (default: CARWEB_PUBLIC_URL)."
+)
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option(
     "--prefix",
@@ -143,11 +156,14 @@ def bridge_run():
     help="Public keys the cars trust; they reject images whose signature does not verify "
     "(default: CARWEB_FIRMWARE_KEYS; neither: they check the SHA-256 only).",
 )
-def simulate(count, rate, mqtt_url, duration, prefix, fail_rate, step_delay, chunks, keys_file):
+def simulate(
+    count, rate, transport, mqtt_url, carweb_url, duration, prefix, fail_rate, step_delay, chunks, keys_file
+):
     """Run a fleet of simulated cars that publish telemetry and take firmware updates."""
     from carweb.ota.signing import SignatureError, load_public_keys
-    from carweb.simulator import Fleet
+    from carweb.simulator import Fleet, simulated_device_id
     from carweb.simulator_updates import UpdateBehaviour
+    from carweb.simulator_ws import socket_url
 
     keys_file = keys_file or current_app.config.get("CARWEB_FIRMWARE_KEYS")
     try:
@@ -155,6 +171,29 @@ def simulate(count, rate, mqtt_url, duration, prefix, fail_rate, step_delay, chu
     except SignatureError as exc:
         raise click.ClickException(str(exc)) from exc
     updates = UpdateBehaviour(fail_rate=fail_rate, step_delay=step_delay, chunks=chunks, keys=keys)
-    fleet = Fleet(mqtt_url or current_app.config["MQTT_URL"], count, rate, prefix=prefix, updates=updates)
-    click.echo(f"simulating {count} devices at {rate} msg/s each on {fleet.url}")
-    fleet.run(duration=duration)
+    if transport == "mqtt":
+        fleet = Fleet(mqtt_url or current_app.config["MQTT_URL"], count, rate, prefix=prefix, updates=updates)
+        click.echo(f"simulating {count} devices at {rate} msg/s each on {fleet.url}")
+        fleet.run(duration=duration)
+        return
+    url = carweb_url or current_app.config["CARWEB_PUBLIC_URL"]
+    device_ids = [simulated_device_id(prefix, n) for n in range(count)]
+    with simulator_tokens(device_ids) as tokens:
+        fleet = Fleet(url, count, rate, prefix=prefix, updates=updates, sockets=tokens)
+        click.echo(f"simulating {count} devices at {rate} msg/s each over {socket_url(url)}")
+        fleet.run(duration=duration)
+
+
+@contextmanager
+def simulator_tokens(device_ids):
+    """A device token per simulated car, for one run: the cars are added if new; the tokens revoked after."""
+    ensure_indexes()
+    for device_id in device_ids:
+        if Device.objects(device_id=device_id).first() is None:
+            register_device(device_id)
+    DeviceToken.objects(device_id__in=device_ids, name=SIMULATOR_TOKEN).delete()  # left by a killed run
+    tokens = {device_id: DeviceToken.create(device_id, SIMULATOR_TOKEN)[1] for device_id in device_ids}
+    try:
+        yield tokens
+    finally:
+        DeviceToken.objects(device_id__in=device_ids, name=SIMULATOR_TOKEN).delete()

@@ -96,6 +96,14 @@ class Config:
         self.MAX_CONTENT_LENGTH = self.CARWEB_MAX_FIRMWARE_MB * 1024 * 1024 + 256 * 1024
         self.CARWEB_OTA_CHUNK_SIZE = env_int("CARWEB_OTA_CHUNK_SIZE", 64 * 1024)
         self.CARWEB_OTA_SWEEP_SECONDS = float(env_str("CARWEB_OTA_SWEEP_SECONDS", "10"))
+        # Device WebSockets (/devices/ws): each connected device has an MQTT session of its
+        # own on this broker URL (a user that may publish under every device id).
+        self.CARWEB_WS_MQTT_URL = env_str("CARWEB_WS_MQTT_URL", self.MQTT_URL)
+        self.CARWEB_WS_SESSION_EXPIRY = env_int("CARWEB_WS_SESSION_EXPIRY", self.MQTT_SESSION_EXPIRY)
+        self.CARWEB_WS_MAX_FRAME = env_int("CARWEB_WS_MAX_FRAME", 1024 * 1024)
+        self.CARWEB_WS_RATE = float(env_str("CARWEB_WS_RATE", "100"))
+        self.CARWEB_WS_BURST = env_int("CARWEB_WS_BURST", 1000)
+        self.CARWEB_WS_PING = env_int("CARWEB_WS_PING", 25)
         self.SOCKETIO_MESSAGE_QUEUE = env_str("SOCKETIO_MESSAGE_QUEUE")
         origins = env_str("SOCKETIO_ALLOWED_ORIGINS", "")
         self.SOCKETIO_ALLOWED_ORIGINS = [o.strip() for o in origins.split(",") if o.strip()] or None

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from carweb.bridge.mqtt import build_client, parse_mqtt_url
 from carweb.simulator_updates import FirmwareAgent, UpdateBehaviour
+from carweb.simulator_ws import DeviceSocketClient, socket_url
 
 NAMESPACE = uuid.UUID("6f1c3a52-5a4e-4d8e-9a53-0b4c1f3e8d21")
 EARTH_RADIUS_KM = 6371.0
@@ -71,16 +72,19 @@ class Car:
 
 
 class Fleet:
-    """N cars, each its own MQTT connection with a last will, publishing at `rate` msg/s.
+    """N cars publishing at `rate` msg/s, each on its own connection: MQTT with a last will,
+    or the device WebSocket (`sockets`: {device id: token} and carweb's `url`).
 
     Each car also takes firmware updates as `updates` (an UpdateBehaviour) says.
     """
 
-    def __init__(self, url, count, rate, prefix="sim", updates=None):
-        parse_mqtt_url(url)  # fail early on a bad URL
+    def __init__(self, url, count, rate, prefix="sim", updates=None, sockets=None):
+        if sockets is None:
+            parse_mqtt_url(url)  # fail early on a bad URL
         self.url = url
         self.rate = rate
         self.updates = updates or UpdateBehaviour()
+        self.sockets = sockets
         self.cars = [
             Car(
                 simulated_device_id(prefix, n),
@@ -94,26 +98,39 @@ class Fleet:
         self._stop = threading.Event()
 
     def connect(self):
-        """Connect every car: last will `offline` on <id>/status, then `online` there.
+        """Connect every car, over MQTT or its WebSocket."""
+        for car in self.cars:
+            connect = self._connect_socket if self.sockets is not None else self._connect_mqtt
+            self.clients[car.device_id] = connect(car)
+
+    def _connect_mqtt(self, car):
+        """Last will `offline` on <id>/status, then `online` there.
 
         A car says `online` only once it is subscribed to its firmware topics, so a command
         sent as soon as carweb sees it is not lost.
         """
         config = {"MQTT_URL": self.url, "MQTT_PROTOCOL": "3.1.1"}
-        for car in self.cars:
-            client, address = build_client(
-                config, manual_ack=False, client_id=f"sim-{car.device_id}", persistent=False
-            )
-            client.will_set(f"{car.device_id}/status", "offline", qos=1, retain=True)
-            agent = self.agents[car.device_id] = FirmwareAgent(car.device_id, client, self.updates)
-            client.on_connect = lambda *_, agent=agent: agent.subscribe()
-            client.on_subscribe = lambda *_, agent=agent: agent.subscribed.set()
-            client.on_message = lambda _client, _userdata, msg, agent=agent: agent.on_message(msg)
-            client.connect(address.host, address.port, keepalive=30)
-            client.loop_start()
-            agent.subscribed.wait(SUBSCRIBE_TIMEOUT)
-            client.publish(f"{car.device_id}/status", "online", qos=1, retain=True)
-            self.clients[car.device_id] = client
+        client, address = build_client(
+            config, manual_ack=False, client_id=f"sim-{car.device_id}", persistent=False
+        )
+        client.will_set(f"{car.device_id}/status", "offline", qos=1, retain=True)
+        agent = self.agents[car.device_id] = FirmwareAgent(car.device_id, client, self.updates)
+        client.on_connect = lambda *_, agent=agent: agent.subscribe()
+        client.on_subscribe = lambda *_, agent=agent: agent.subscribed.set()
+        client.on_message = lambda _client, _userdata, msg, agent=agent: agent.on_message(msg)
+        client.connect(address.host, address.port, keepalive=30)
+        client.loop_start()
+        agent.subscribed.wait(SUBSCRIBE_TIMEOUT)
+        client.publish(f"{car.device_id}/status", "online", qos=1, retain=True)
+        return client
+
+    def _connect_socket(self, car):
+        """carweb says `online` and `offline` for a socket itself, and sends it its commands."""
+        client = DeviceSocketClient(socket_url(self.url), car.device_id, self.sockets[car.device_id])
+        agent = self.agents[car.device_id] = FirmwareAgent(car.device_id, client, self.updates)
+        client.on_message = agent.on_message
+        client.connect(SUBSCRIBE_TIMEOUT)
+        return client
 
     def run(self, duration=None):
         """Publish telemetry until stopped, Ctrl-C, or `duration` seconds have passed."""
@@ -138,8 +155,11 @@ class Fleet:
         self._stop.set()
 
     def disconnect(self):
-        """Say `offline` and close every connection."""
+        """Say `offline` (carweb says it for sockets) and close every connection."""
         for device_id, client in self.clients.items():
+            if self.sockets is not None:
+                client.disconnect()
+                continue
             client.publish(f"{device_id}/status", "offline", qos=1, retain=True).wait_for_publish(2)
             client.disconnect()
             client.loop_stop()

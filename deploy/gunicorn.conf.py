@@ -24,12 +24,15 @@ def post_worker_init(worker):
     bridges held the MQTT session in turn for a moment and both stored the broker's
     redeliveries of what the old one had not acknowledged (tests/test_reload.py).
     Stopped first, the old bridge leaves those messages to the new one, once each.
+    Device sockets are closed at once with 1012 (restart), so devices reconnect to
+    another process instead of waiting out the graceful timeout.
     """
     import signal
 
     import gevent
 
     from carweb.background import running_bridge
+    from carweb.devices.gateway import close_device_sockets
 
     exit_gracefully = worker.handle_exit
 
@@ -37,6 +40,7 @@ def post_worker_init(worker):
         bridge = running_bridge(worker.wsgi)
         if bridge is not None:
             gevent.spawn(bridge.stop)
+        gevent.spawn(close_device_sockets, worker.wsgi)
         exit_gracefully(signum, frame)
 
     signal.signal(signal.SIGTERM, stop_bridge_then_exit)

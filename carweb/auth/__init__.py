@@ -19,6 +19,7 @@ PUBLIC_ENDPOINTS = {
     "api.metrics",
     "static",
     "firmware.download",
+    "devices.device_socket",  # devices authenticate with their token at the handshake
     "api-docs.openapi_json",  # the API's description: no data, and tools read it before they have a token
 }
 

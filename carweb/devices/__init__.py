@@ -7,4 +7,4 @@ from carweb.live import format_utc
 bp = Blueprint("devices", __name__, url_prefix="/devices")
 bp.add_app_template_filter(format_utc, "utc")
 
-from carweb.devices import events, routes  # noqa: E402,F401 - registers views and handlers
+from carweb.devices import events, routes, ws  # noqa: E402,F401 - registers views and handlers
