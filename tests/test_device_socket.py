@@ -10,7 +10,17 @@ import pytest
 import requests
 import websocket
 
+from carweb.simulator import Fleet, simulated_device_id
 from tests.conftest import wait_until
+from tests.ota_support import (
+    job_of,
+    jobs_of,
+    outbound,
+    start_rollout,
+    upload_image,
+    wait_for_devices,
+    wait_for_rollout,
+)
 from tests.ws_support import connect, device_token, frames_until_closed, handshake_status, message
 
 
@@ -148,3 +158,54 @@ def test_bad_frames_floods_and_oversized_frames_are_refused_without_touching_ano
     assert [r.get("ack") for r in results] == [f"m{n}" for n in range(60)]
     assert db.messages.count_documents({"device_id": neighbour, "topic": f"{neighbour}/telemetry"}) == 60
     assert db.messages.count_documents({"device_id": "big-car", "topic": "big-car/t"}) == 0
+
+
+def run_socket_fleet(server, count, running):
+    """Simulated cars over the device WebSocket in a thread, as `simulate --transport ws` runs them."""
+    prefix = uuid.uuid4().hex
+    ids = [simulated_device_id(prefix, n) for n in range(count)]
+    cars = Fleet(
+        server.url, count, 0.2, prefix=prefix, sockets={i: device_token(server.db(), i) for i in ids}
+    )
+    thread = threading.Thread(target=cars.run, daemon=True)
+    thread.start()
+    running.append((cars, thread))
+    return ids
+
+
+@pytest.fixture
+def socket_fleet(live_server):
+    """Start socket cars against the live server: `socket_fleet(count)` returns their ids; all stop after."""
+    running = []
+    yield lambda count: run_socket_fleet(live_server, count, running)
+    for cars, thread in running:
+        cars.stop()
+        thread.join(15)
+
+
+def test_a_rollout_over_mqtt_and_socket_cars_completes_and_a_car_away_gets_its_command_on_return(
+    live_server, fleet, socket_fleet, tmp_path
+):
+    """Two MQTT cars, two socket cars, and a socket car that is away when its command is sent."""
+    title, version, _, _, _ = upload_image(live_server, tmp_path)
+    cars = fleet(2) + socket_fleet(2)
+    prefix = uuid.uuid4().hex
+    away = simulated_device_id(prefix, 0)
+    token = device_token(live_server.db(), away)
+    connect(live_server.url, token).close()  # it has been here: its session exists
+    wait_for_devices(live_server, [*cars, away])
+
+    rollout_id = start_rollout(live_server, title, version, [*cars, away], "--waves", "100")
+    wait_until(lambda: (job_of(live_server, away) or {}).get("state") == "SENT")
+    returning = Fleet(live_server.url, 1, 0.2, prefix=prefix, sockets={away: token})
+    thread = threading.Thread(target=returning.run, daemon=True)
+    thread.start()
+    try:
+        wait_for_rollout(live_server, rollout_id, "COMPLETED", timeout=60)
+    finally:
+        returning.stop()
+        thread.join(15)
+    jobs = jobs_of(live_server, rollout_id)
+    assert {j["device_id"]: j["state"] for j in jobs} == dict.fromkeys([*cars, away], "UPDATED")
+    assert all(j["attempts"] == 1 for j in jobs)
+    assert len(outbound(live_server, away, "firmware/update")) == 1  # sent once, while it was away

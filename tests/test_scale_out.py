@@ -5,16 +5,21 @@ import queue
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from types import SimpleNamespace
 
 import pymongo
 import pytest
 
 from carweb.config import ROOT
 from carweb.devstack import device_client, free_port, run_flask, stop_processes
+from carweb.simulator import Fleet, simulated_device_id
 from tests.conftest import PASSWORD, server_env, wait_until
 from tests.nginx_support import browser_login, browser_socket, start_nginx
+from tests.ota_support import job_of, jobs_of, start_rollout, upload_image, wait_for_devices, wait_for_rollout
+from tests.ws_support import connect, device_token
 
 pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="needs nginx (Debian package nginx)")
 DEVICES = 25  # odd: the broker alternates between the bridges, so each device's messages go to both
@@ -68,7 +73,7 @@ def fleet_behind_nginx(services, web_server, redis_url, tmp_path):
         )
         nginx = start_nginx(tmp_path / "nginx", [url.removeprefix("http://") for url, _, _ in webs])
         with pymongo.MongoClient(env["MONGODB_URI"]) as mongo:
-            yield nginx, mongo[db_name], bridges
+            yield nginx, mongo[db_name], bridges, webs
         stop_processes([nginx.process])
     finally:
         stop_processes(bridges)
@@ -76,7 +81,7 @@ def fleet_behind_nginx(services, web_server, redis_url, tmp_path):
 
 def test_two_bridges_store_2000_messages_once_and_a_page_sees_each_once(fleet_behind_nginx, services):
     """Whichever bridge stores a message, it is stored once and reaches the watching page once."""
-    nginx, db, bridges = fleet_behind_nginx
+    nginx, db, bridges, _ = fleet_behind_nginx
     devices = [f"scale-{uuid.uuid4().hex[:8]}" for _ in range(DEVICES)]
     watched = devices[0]
     live = queue.Queue()
@@ -120,3 +125,43 @@ def test_two_bridges_store_2000_messages_once_and_a_page_sees_each_once(fleet_be
         assert all(bridge.poll() is None for bridge in bridges)
     finally:
         client.disconnect()
+
+
+def socket_car(url, server, prefix):
+    """One simulated car over the device WebSocket at `url`, running in a thread: (its id, its fleet, thread)."""
+    device = simulated_device_id(prefix, 0)
+    cars = Fleet(url, 1, 0.2, prefix=prefix, sockets={device: device_token(server.db(), device)})
+    thread = threading.Thread(target=cars.run, daemon=True)
+    thread.start()
+    return device, cars, thread
+
+
+def test_a_rollout_reaches_socket_cars_on_either_web_process_through_nginx(
+    fleet_behind_nginx, fleet, tmp_path, monkeypatch
+):
+    """Socket cars through nginx (wss) and on each web process, MQTT cars, and one socket car away at first."""
+    nginx, db, _, webs = fleet_behind_nginx
+    monkeypatch.setenv("SSL_CERT_FILE", str(nginx.cert))  # the cars trust the test's certificate
+    server = SimpleNamespace(env=webs[0][2], db=lambda: db)
+    title, version, _, _, _ = upload_image(server, tmp_path)
+    running = [socket_car(url, server, uuid.uuid4().hex) for url in (nginx.url, webs[0][0], webs[1][0])]
+    mqtt_cars = fleet(2)
+    away_prefix = uuid.uuid4().hex
+    away = simulated_device_id(away_prefix, 0)
+    token = device_token(db, away)
+    connect(nginx.url, token, sslopt={"ca_certs": str(nginx.cert)}).close()  # its session exists
+    devices = [device for device, _, _ in running] + mqtt_cars + [away]
+    try:
+        wait_for_devices(server, devices)
+        rollout_id = start_rollout(server, title, version, devices, "--waves", "100")
+        wait_until(lambda: (job_of(server, away) or {}).get("state") == "SENT")
+        returning = Fleet(nginx.url, 1, 0.2, prefix=away_prefix, sockets={away: token})
+        running.append((away, returning, threading.Thread(target=returning.run, daemon=True)))
+        running[-1][2].start()
+        wait_for_rollout(server, rollout_id, "COMPLETED", timeout=90)
+    finally:
+        for _, cars, thread in running:
+            cars.stop()
+            thread.join(15)
+    jobs = jobs_of(server, rollout_id)
+    assert {j["device_id"]: j["state"] for j in jobs} == dict.fromkeys(devices, "UPDATED")
