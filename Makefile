@@ -37,7 +37,7 @@ docker-build:
 # The image builds, carweb loads in it and answers its CLI, and the compose file is valid.
 docker-test: docker-build
 	docker run --rm -e SECRET_KEY=docker-test $(IMAGE):$(VERSION) flask --app carweb routes >/dev/null
-	SECRET_KEY=x CARWEB_MQTT_PASSWORD=x CARWEB_PUBLIC_URL=https://example.com docker compose config --quiet
+	SECRET_KEY=x CARWEB_MQTT_PASSWORD=x CARWEB_WS_MQTT_PASSWORD=x CARWEB_PUBLIC_URL=https://example.com docker compose config --quiet
 
 # One machine with Docker Compose (docs/deploy.md): MongoDB, Mosquitto, Redis, carweb, nginx.
 docker-run:

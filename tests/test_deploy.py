@@ -226,21 +226,24 @@ def test_services_wait_for_healthy_dependencies():
 
 
 def test_nginx_keeps_sockets_sticky_upgrades_websockets_and_takes_firmware():
-    """ip_hash upstream; HTTPS; every proxied location forwards client headers; /socket.io/ upgrades; uploads follow carweb's limit."""
+    """ip_hash upstream; HTTPS; every proxied location forwards client headers; /socket.io/ and /devices/ws upgrade; uploads follow carweb's limit."""
     text = re.sub(r"#.*", "", (REPO / "nginx" / "carweb.conf").read_text())
     upstream = re.search(r"upstream carweb\s*\{([^}]*)\}", text)[1]
     assert re.search(r"^\s*ip_hash;", upstream, re.M) and re.search(
         r"^\s*server web:8000 max_fails=0;", upstream, re.M
     )
     assert re.search(r"listen 443 ssl;", text) and re.search(r"return 301 https://\$host\$request_uri;", text)
-    locations = dict(re.findall(r"location\s+(?:=\s*)?(\S+)\s*\{((?:[^{}]|\$\{\w+\})*)\}", text))
+    locations = dict(re.findall(r"location\s+(?:[=~]\s*)?(\S+)\s*\{((?:[^{}]|\$\{\w+\})*)\}", text))
     proxied = {path: body for path, body in locations.items() if "proxy_pass" in body}
-    assert {"/", "/socket.io/", "/firmware/upload", "/firmware/download/"} <= set(proxied)
+    websockets = next(path for path in proxied if path.startswith("^"))
+    assert all(re.match(websockets, path) for path in ("/socket.io/?EIO=4", "/devices/ws"))
+    assert not re.match(websockets, "/devices/ws-not")
+    assert {"/", websockets, "/firmware/upload", "/firmware/download/"} <= set(proxied)
     for path, body in proxied.items():  # a location with any proxy_set_header inherits none
         assert "proxy_pass http://carweb;" in body
         for header in ("Host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"):
             assert re.search(rf"proxy_set_header\s+{header}\s", body), f"{path} drops {header}"
-    socketio = locations["/socket.io/"]
+    socketio = locations[websockets]
     assert re.search(r"proxy_http_version\s+1\.1;", socketio) and "proxy_buffering off;" in socketio
     assert re.search(r"proxy_set_header\s+Upgrade\s+\$http_upgrade;", socketio)
     assert re.search(r"proxy_set_header\s+Connection\s+\S+;", socketio)
@@ -300,11 +303,11 @@ def broker_config(ports, workdir):
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    """The production config and ACL on a real Mosquitto, with users carweb, deviceA and deviceB."""
+    """The production config and ACL on a real Mosquitto, with users carweb, carweb-ws, deviceA and deviceB."""
     if mosquitto_binary() is None or not os.path.exists(MOSQUITTO_PASSWD):
         pytest.skip("needs mosquitto and /usr/bin/mosquitto_passwd (Debian package mosquitto)")
     workdir = tmp_path_factory.mktemp("mosquitto")
-    for index, user in enumerate(("carweb", "deviceA", "deviceB")):
+    for index, user in enumerate(("carweb", "carweb-ws", "deviceA", "deviceB")):
         create = ["-c"] if index == 0 else []
         subprocess.run([MOSQUITTO_PASSWD, *create, "-b", str(workdir / "passwd"), user, PASSWORD], check=True)
     ca = make_ca(workdir / "ca")
@@ -384,7 +387,7 @@ class Peer:
 def peers(broker):
     """Make started MQTT clients on the broker as `peers(username, *topics)`; all stopped afterwards.
 
-    `carweb` connects to carweb's listener, everybody else to the devices' one, as deployed.
+    `carweb` and `carweb-ws` connect to carweb's listener, everybody else to the devices' one, as deployed.
     """
     started = []
 
@@ -392,7 +395,7 @@ def peers(broker):
         username, *topics, password=PASSWORD, client_id="", port=None, host="127.0.0.1", tls=None, **connect
     ):
         """A client of `username` that tried to connect and subscribe to `topics`."""
-        port = port or (broker.carweb if username == "carweb" else broker.devices)
+        port = port or (broker.carweb if username in ("carweb", "carweb-ws") else broker.devices)
         started.append(Peer(port, username, password, client_id, host=host, tls=tls))
         started[-1].start(*topics, **connect)
         return started[-1]
@@ -446,6 +449,18 @@ def test_bridge_writes_firmware_topics_only(peers):
     assert bridge.publish("deviceA/other") == NOT_AUTHORIZED
     assert bridge.publish("deviceA/firmware/update") == 0
     assert "deviceA/other" not in device_a.receive_until("deviceA/firmware/update")
+
+
+def test_device_sockets_sessions_publish_under_any_device_and_keep_their_own_client_ids(peers):
+    """carweb-ws publishes deviceB/telemetry and takes deviceA's commands; two sockets' sessions coexist."""
+    bridge = peers("carweb", "+/#")
+    socket_a = peers("carweb-ws", "deviceA/firmware/update", client_id="carweb-ws-deviceA")
+    socket_b = peers("carweb-ws", client_id="carweb-ws-deviceB")
+    assert socket_b.publish("deviceB/telemetry") == 0
+    assert bridge.receive_until("deviceB/telemetry") == ["deviceB/telemetry"]
+    assert bridge.publish("deviceA/firmware/update") == 0
+    assert socket_a.receive_until("deviceA/firmware/update") == ["deviceA/firmware/update"]
+    assert not socket_a.disconnected.is_set() and not socket_b.disconnected.is_set()
 
 
 def test_compose_broker_healthcheck_needs_the_bridge_password(broker):

@@ -103,14 +103,19 @@ def test_every_readme_command_works_in_a_second_shell_while_make_run_runs(tmp_pa
         shell.ok(
             "flask --app carweb simulate --devices 1 --fail-rate 0.1 --step-delay 2 --duration 1 --prefix shell"
         )
+        shell.ok(
+            "flask --app carweb simulate --devices 1 --rate 5 --duration 3 --transport ws --prefix shellws"
+        )
         ran.add("simulate")
 
         session = log_in(stack.url, "ops@example.com", PASSWORD)  # the users are in make run's database
         headers = {"Authorization": f"Bearer {token}"}  # a script's token made in the second shell
-        cars = [simulated_device_id("shell", n) for n in range(2)]
+        cars = [simulated_device_id("shell", n) for n in range(2)] + [simulated_device_id("shellws", 0)]
         for car in cars:  # the simulator published to make run's broker
             url = f"{stack.url}/api/v1/devices/{car}"
             wait_until(lambda url=url: requests.get(url, headers=headers, timeout=10).status_code == 200)
+        socket_car = f"{stack.url}/api/v1/devices/{cars[-1]}"  # its telemetry came over the WebSocket
+        wait_until(lambda: requests.get(socket_car, headers=headers, timeout=10).json()["message_count"] > 3)
         assert cars[0] in session.get(f"{stack.url}/devices?q={cars[0]}", timeout=10).text
 
         (checkout / "image.bin").write_bytes(os.urandom(4096))
