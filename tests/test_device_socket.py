@@ -139,9 +139,11 @@ def test_bad_frames_floods_and_oversized_frames_are_refused_without_touching_ano
     errors = [json.loads(ws.recv()) for _ in range(6)]
     assert [e["id"] for e in errors] == [None, None, None, 1, "spoof", None]
     assert all(e["error"] for e in errors)
-    flood = [message(n) for n in range(2000)]
-    for frame in flood:
-        ws.send(frame)
+    try:
+        for n in range(300):  # 20 pass, then 100 refused in a row close it
+            ws.send(message(n))
+    except (ConnectionResetError, BrokenPipeError):
+        pass  # carweb stopped listening before the flood did
     answers, code, reason = frames_until_closed(ws)
     assert (code, reason) == (1008, "too many refused frames")
     assert any("rate limit" in a.get("error", "") for a in answers)

@@ -22,6 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from simple_websocket import ConnectionClosed
+from wsproto.utilities import LocalProtocolError
 
 from carweb.bridge.mqtt import build_client, connect_async
 from carweb.devices.stored import stored_watch
@@ -110,7 +111,7 @@ class DeviceConnection:
         if self.closing is None:
             self.closing = (code, reason)
             log.info("device socket %s closed by carweb: %s %s", self.device_id, code, reason)
-        with contextlib.suppress(ConnectionClosed):
+        with contextlib.suppress(ConnectionClosed, LocalProtocolError):  # closed already
             self.ws.close(code, reason)
 
     def _connect(self):

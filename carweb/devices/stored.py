@@ -3,9 +3,9 @@
 A WebSocket device's message is stored by whichever bridge the broker hands it to, in
 this process or another, so the socket that took it cannot hear of the write. It reads
 instead: one greenlet per process asks `messages` every POLL_SECONDS, while any socket
-waits, which of the waiting message ids are stored (the unique `(device_id, msg_id)`
-index answers). A poll costs one small read per waiting device, however many messages
-each waits for (up to IN_CHUNK per read).
+waits, which of the waiting messages are stored (the unique `(device_id, msg_id)` index
+answers). A poll costs one read per IN_CHUNK waiting messages, whichever devices they
+are of, and waits as long again as its reads took.
 """
 
 import logging
@@ -21,16 +21,22 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.02
 IN_CHUNK = 100  # SecantusDB answers `$in` on more than about a hundred values slowly
 WATCH_KEY = "carweb.stored_watch"
+EXPIRE_EVERY = 1.0  # seconds between looks for messages waited on too long
 
 
-def stored_ids(device_id, msg_ids):
-    """Those of a device's message ids that are stored."""
+def stored_pairs(pairs):
+    """Those of the (device id, message id) pairs that are stored, IN_CHUNK pairs a read."""
     collection = Message._get_collection()
     found = set()
-    for first in range(0, len(msg_ids), IN_CHUNK):
-        query = {"device_id": device_id, "msg_id": {"$in": msg_ids[first : first + IN_CHUNK]}}
-        found.update(doc["msg_id"] for doc in collection.find(query, {"msg_id": 1, "_id": 0}))
-    return found
+    for first in range(0, len(pairs), IN_CHUNK):
+        part = pairs[first : first + IN_CHUNK]
+        query = {
+            "device_id": {"$in": sorted({device_id for device_id, _ in part})},
+            "msg_id": {"$in": sorted({msg_id for _, msg_id in part})},
+        }
+        stored = collection.find(query, {"device_id": 1, "msg_id": 1, "_id": 0})
+        found.update((doc["device_id"], doc["msg_id"]) for doc in stored)
+    return found & set(pairs)
 
 
 class StoredWatch:
@@ -45,6 +51,7 @@ class StoredWatch:
         self.waiters = set()
         self._work = gevent.event.Event()
         self._greenlet = None
+        self._expired_at = 0.0
 
     def add(self, waiter):
         """Watch for a waiter's messages until `remove`."""
@@ -65,28 +72,35 @@ class StoredWatch:
         with self.app.app_context():
             while True:
                 self._work.wait()
+                self._work.clear()  # before the poll: a wake during it makes another
                 gevent.sleep(POLL_SECONDS)
-                if not self.poll():
-                    self._work.clear()
+                if self.poll():
+                    self._work.set()
 
     def poll(self):
-        """One round over the waiters; True while any still waits."""
-        busy, now = False, time.monotonic()
-        for waiter in list(self.waiters):
-            ids = waiter.waiting_ids()
-            if not ids:
-                continue
-            try:
-                found = stored_ids(waiter.device_id, ids)
-            except PyMongoError as exc:
-                log.warning("cannot read which messages are stored (%s); trying again", exc)
-                gevent.sleep(1)
-                return True
-            if found:
-                waiter.stored(found)
-            waiter.expire(now)
-            busy = busy or bool(waiter.waiting_ids())
-        return busy
+        """One read of everything waited for; True while anyone still waits."""
+        waiting = [(waiter, waiter.waiting_ids()) for waiter in list(self.waiters)]
+        pairs = [(waiter.device_id, msg_id) for waiter, ids in waiting for msg_id in ids]
+        if not pairs:
+            return False
+        started = time.monotonic()
+        try:
+            found = stored_pairs(pairs)
+        except PyMongoError as exc:
+            log.warning("cannot read which messages are stored (%s); trying again", exc)
+            gevent.sleep(1)
+            return True
+        for waiter, ids in waiting:
+            stored = {msg_id for msg_id in ids if (waiter.device_id, msg_id) in found}
+            if stored:
+                waiter.stored(stored)
+        now = time.monotonic()
+        if now - self._expired_at >= EXPIRE_EVERY:
+            self._expired_at = now
+            for waiter, _ in waiting:
+                waiter.expire(now)
+        gevent.sleep(now - started)  # reads that take long are made less often
+        return True
 
 
 def stored_watch(app):

@@ -77,16 +77,18 @@ class DeviceSocket(simple_websocket.Server):
         keep_going = super()._handle_events()
         if not self._open:  # the handshake
             return keep_going
-        if not keep_going or not self.connected:
-            self._linger()
-            self.connected = False
-            self.event.set()  # wake the greenlet waiting in `receive`
-            return False
-        while self.connected and len(self.input_buffer) >= self.QUEUE_MAX:
+        while keep_going and self.connected and len(self.input_buffer) >= self.QUEUE_MAX:
             self._taken.clear()
             self._taken.wait(1.0)
         gevent.sleep(0)
-        return keep_going
+        if keep_going and self.connected:
+            return True
+        # Closed by either side, carweb's close perhaps meanwhile (simple-websocket would
+        # mark the socket open again with a True here).
+        self._linger()
+        self.connected = False
+        self.event.set()  # wake the greenlet waiting in `receive`
+        return False
 
     def _linger(self):
         """After carweb's close, read and drop what the device still sends, for a moment.
