@@ -54,7 +54,9 @@ class Device:
         self.ws = websocket.create_connection(
             self.url, header=[f"Authorization: Bearer {self.secret}"], timeout=120
         )
-        assert "ready" in json.loads(self.ws.recv())
+        opcode, data = self.ws.recv_data(control_frame=True)
+        if opcode != websocket.ABNF.OPCODE_TEXT or "ready" not in json.loads(data):
+            raise RuntimeError(f"{self.device_id} not ready: {int.from_bytes(data[:2], 'big')} {data[2:]!r}")
         return time.perf_counter() - started
 
     def burst(self, count):

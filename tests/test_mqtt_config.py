@@ -4,6 +4,7 @@ import pytest
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from carweb.bridge.mqtt import build_client, parse_mqtt_url
+from tests.conftest import wait_until
 
 
 def test_mqtt_url_with_credentials_and_default_port():
@@ -57,3 +58,39 @@ def test_shared_property_tables_keep_paho_properties_working():
     connect = Properties(PacketTypes.CONNECT)
     connect.SessionExpiryInterval = 3600
     assert Properties(PacketTypes.CONNECT).unpack(connect.pack())[0].SessionExpiryInterval == 3600
+
+
+def test_a_client_whose_socket_number_is_above_select_limit_still_works(services):
+    """Past 1,023 open descriptors (a web process with many sockets) paho's select() would fail; poll() does not."""
+    import resource
+    import socket
+    import threading
+
+    from carweb.bridge.mqtt import connect_async
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if max(soft, hard if hard != resource.RLIM_INFINITY else 4096) < 1200:
+        pytest.skip("the descriptor limit is below 1,200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [socket.socket() for _ in range(1030)]  # the next descriptors are numbered above 1023
+    config = {"MQTT_URL": services.mqtt_url, "MQTT_SESSION_EXPIRY": 60, "MQTT_RECEIVE_MAXIMUM": 10}
+    config["MQTT_MAX_PACKET"] = 1024 * 1024
+    client, address = build_client(config, client_id="high-descriptor", persistent=False)
+    subscribed, received = threading.Event(), []
+    client.on_connect = lambda c, *_: c.subscribe("high-descriptor/#", qos=1)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_message = lambda _c, _u, msg: received.append(msg.payload)
+    try:
+        connect_async(client, address, config, persistent=False)
+        client.reconnect()
+        assert client.socket().fileno() > 1023
+        client.loop_start()
+        assert subscribed.wait(5)
+        client.publish("high-descriptor/x", b"through poll", qos=1).wait_for_publish(5)
+        wait_until(lambda: received == [b"through poll"], timeout=5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        for sock in held:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -1,7 +1,9 @@
 """paho-mqtt client set-up: broker URL, TLS, credentials and a persistent session."""
 
+import select
 import ssl
 from dataclasses import dataclass
+from types import SimpleNamespace
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
@@ -64,6 +66,36 @@ def share_property_tables():
             self.__dict__.pop(name, None)
 
     Properties.__init__, Properties.clear, Properties._carweb_shared = __init__, clear, True
+
+
+def poll_select(rlist, wlist, xlist, timeout=None):
+    """select.select's answer for paho's loop, found with poll(): no limit on descriptor numbers.
+
+    select() refuses descriptors from 1024 (FD_SETSIZE) on, with a ValueError that paho
+    takes for a lost connection, and gevent's select() asks the real one first. A web
+    process with a thousand open sockets (device WebSockets, pages) hands out such
+    numbers to the MQTT connections it opens then. Under gevent, `select.poll` is gevent's.
+    """
+    poller = select.poll()
+    masks = {}
+    for sock in rlist:
+        masks[sock] = masks.get(sock, 0) | select.POLLIN
+    for sock in wlist:
+        masks[sock] = masks.get(sock, 0) | select.POLLOUT
+    by_fd = {}
+    for sock, mask in masks.items():
+        by_fd[sock.fileno()] = sock
+        poller.register(sock, mask)
+    ready = poller.poll(None if timeout is None else timeout * 1000)
+    lost = select.POLLHUP | select.POLLERR | select.POLLNVAL  # a read then tells paho why
+    readable = [by_fd[fd] for fd, event in ready if event & (select.POLLIN | lost)]
+    writable = [by_fd[fd] for fd, event in ready if event & (select.POLLOUT | select.POLLERR)]
+    return readable, writable, []
+
+
+def use_poll_in_paho():
+    """Have paho's loop wait with `poll_select` (its module's `select.select` is the only one it calls)."""
+    mqtt.select = SimpleNamespace(select=poll_select)
 
 
 # What a TLS failure means to an operator, by the words OpenSSL puts in it.
@@ -151,6 +183,7 @@ class BridgeClient(mqtt.Client):
 def build_client(config, manual_ack=True, client_id=None, persistent=True):
     """A paho client configured from carweb's config, not yet connected."""
     share_property_tables()
+    use_poll_in_paho()
     address = parse_mqtt_url(config["MQTT_URL"])
     protocol = PROTOCOLS.get(str(config.get("MQTT_PROTOCOL", "5")))
     if protocol is None:

@@ -124,6 +124,8 @@ class DeviceConnection:
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_command
         client.on_disconnect = self._on_disconnect
+        client.on_log = lambda c, u, level, text: (
+        )
         self.client = client
         connect_async(client, address, self._mqtt_config())
         try:
@@ -162,9 +164,10 @@ class DeviceConnection:
 
     def _mqtt_loop(self):
         """Run the MQTT connection until it fails (then close the socket saying why) or is killed."""
-        while self.client.loop(timeout=1.0) == MQTTErrorCode.MQTT_ERR_SUCCESS:
+        while (rc := self.client.loop(timeout=1.0)) == MQTTErrorCode.MQTT_ERR_SUCCESS:
             pass
         if self.closing is None:
+            log.warning("device socket %s: its broker connection ended: %s", self.device_id, rc)
             self.close(CLOSE_SERVER_ERROR, "carweb lost its broker connection; reconnect later")
 
     def _end_session(self, loop):
