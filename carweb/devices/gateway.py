@@ -124,8 +124,7 @@ class DeviceConnection:
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_command
         client.on_disconnect = self._on_disconnect
-        client.on_log = lambda c, u, level, text: (
-        )
+        client.on_log = lambda c, u, level, text: ()
         self.client = client
         connect_async(client, address, self._mqtt_config())
         try:
