@@ -103,11 +103,13 @@ def register_commands(app):
 
 
 def register_background(app):
-    """Wire firmware updates into the bridge; start it and the tasks only inside a gevent server process."""
+    """Wire firmware updates and device sockets' acks into the bridge; start it and the tasks only inside a gevent server process."""
     from carweb import ota
     from carweb.background import start_background
+    from carweb.devices import stored
 
     ota.init_app(app)
+    stored.init_app(app)
 
     if _gevent_patched() and app.config["CARWEB_BRIDGE"] != "off":
         start_background(app, bridge=app.config["CARWEB_BRIDGE"] == "embedded")

@@ -77,6 +77,8 @@ def test_commands_wait_for_a_device_away_and_a_new_socket_replaces_the_old(live_
         ("firmware/update", "away-2"),
     ]
     old.send(json.dumps({"ack": kept[0]["id"]}))  # the second is never acked on this socket
+    old.send(message(0))
+    assert json.loads(old.recv()) == {"ack": "m0"}  # frames are handled in order: the ack is in
 
     new = connect(live_server.url, secret)
     _, code, reason = frames_until_closed(old)
@@ -86,6 +88,8 @@ def test_commands_wait_for_a_device_away_and_a_new_socket_replaces_the_old(live_
     new.send(json.dumps({"ack": again["id"]}))
     new.send(message(1))
     assert json.loads(new.recv()) == {"ack": "m1"}
+    new.send(message(0))  # sent again on another socket: stored once, acked as stored
+    assert json.loads(new.recv()) == {"ack": "m0"}
     new.close()
     outbound = live_server.db().messages.count_documents({"device_id": device_id, "direction": "out"})
     assert outbound == 3  # stored as carweb's messages, as for any device

@@ -17,6 +17,7 @@ from collections import OrderedDict
 
 import gevent
 import gevent.event
+import gevent.queue
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -59,6 +60,7 @@ CLOSE_SERVER_ERROR = 1011
 CLOSE_RESTART = 1012
 CLOSE_REPLACED = 4001
 CONNECTIONS_KEY = "carweb.device_sockets"
+FORCE_CLOSE_SECONDS = 5.0
 REPLACED = "replaced by a newer connection of this device"
 
 
@@ -80,6 +82,7 @@ class DeviceConnection:
         self.acked = OrderedDict()
         self.commands = {}  # command frame id -> MQTT message id, until the device acks
         self.room = gevent.event.Event()
+        self.outbox = gevent.queue.Queue()
         self.ready = gevent.event.Event()
         self.client = None
         self.closing = None  # (code, reason) once the server decided to close
@@ -94,7 +97,7 @@ class DeviceConnection:
             older.close(CLOSE_REPLACED, REPLACED)
         connections.add(self)
         watch = stored_watch(self.app)
-        loop = None
+        loop, sender = None, gevent.spawn(self._send_loop)
         try:
             loop = self._connect()
             if loop is None:
@@ -105,14 +108,22 @@ class DeviceConnection:
             watch.remove(self)
             connections.discard(self)
             self._end_session(loop)
+            self.outbox.put(StopIteration)  # the sender ends once the queue before it is sent
+            sender.join(FORCE_CLOSE_SECONDS)
+            sender.kill()
 
     def close(self, code, reason):
-        """Close the socket with a code and reason (from any greenlet)."""
-        if self.closing is None:
-            self.closing = (code, reason)
-            log.info("device socket %s closed by carweb: %s %s", self.device_id, code, reason)
-        with contextlib.suppress(ConnectionClosed, LocalProtocolError):  # closed already
-            self.ws.close(code, reason)
+        """Close the socket with a code and reason after the frames queued before it (from any greenlet).
+
+        A device that reads nothing would keep the close in the queue: after
+        FORCE_CLOSE_SECONDS its connection is cut.
+        """
+        if self.closing is not None:
+            return
+        self.closing = (code, reason)
+        log.info("device socket %s closed by carweb: %s %s", self.device_id, code, reason)
+        self.outbox.put((code, reason))
+        gevent.spawn_later(FORCE_CLOSE_SECONDS, self.ws.abort)
 
     def _connect(self):
         """Open the device's MQTT session and wait until it is subscribed; the loop greenlet, or None."""
@@ -248,10 +259,13 @@ class DeviceConnection:
         try:
             frame = parse_frame(data)
         except FrameError as exc:
-            self._refuse(str(exc), exc.id)
+            if self.closing is None:
+                self._refuse(str(exc), exc.id)
             return
-        if isinstance(frame, CommandAck):
+        if isinstance(frame, CommandAck):  # even while closing: the command need not come again
             self._command_acked(frame.id)
+        elif self.closing is not None:
+            return  # carweb is closing the socket: messages that still come are not taken
         elif not self.rate.take():
             rate, burst = self.config["CARWEB_WS_RATE"], self.config["CARWEB_WS_BURST"]
             self._refuse(
@@ -309,15 +323,28 @@ class DeviceConnection:
                 return
 
     def _send(self, frame):
-        """Send a frame; a closed socket drops it (the device will send or be sent it again)."""
-        with contextlib.suppress(ConnectionClosed, OSError):
-            self.ws.send(frame)
+        """Queue a frame for the socket's sender: no greenlet waits on a device that reads slowly."""
+        self.outbox.put(frame)
+
+    def _send_loop(self):
+        """Send queued frames in order, then the close; a closed socket drops them (the device will send or be sent them again)."""
+        for frame in self.outbox:
+            with contextlib.suppress(ConnectionClosed, OSError, LocalProtocolError):
+                if isinstance(frame, tuple):
+                    self.ws.close(*frame)
+                    return
+                self.ws.send(frame)
 
     # -- the stored watch's side ------------------------------------------------------------
 
-    def waiting_ids(self):
-        """The message ids this socket awaits the storage of."""
-        return list(self.pending)
+    def late_ids(self, before):
+        """The message ids this socket has awaited the storage of since before `before` (monotonic)."""
+        late = []
+        for msg_id, (at, _) in self.published_at.items():  # in publishing order
+            if at > before:
+                break
+            late.append(msg_id)
+        return late
 
     def stored(self, msg_ids):
         """These messages are stored: ack every frame that carried them."""
@@ -332,12 +359,10 @@ class DeviceConnection:
 
     def expire(self, now):
         """Give up on messages not stored within ACK_TIMEOUT: the device is told to send them again."""
-        late = [m for m, (at, _) in self.published_at.items() if now - at > ACK_TIMEOUT]
-        for msg_id in late:
+        for msg_id in self.late_ids(now - ACK_TIMEOUT):
             for frame_id, _ in self.pending.pop(msg_id, ()):
                 self._send(error_frame(f"not stored within {ACK_TIMEOUT:g} s; send it again", frame_id))
             self._forget(msg_id)
-        if late:
             self.room.set()
 
     def _forget(self, msg_id):

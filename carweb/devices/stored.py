@@ -1,27 +1,49 @@
 """Acks after storage: a process's device sockets learn here when their messages are stored.
 
-A WebSocket device's message is stored by whichever bridge the broker hands it to, in
-this process or another, so the socket that took it cannot hear of the write. It reads
-instead: one greenlet per process asks `messages` every POLL_SECONDS, while any socket
-waits, which of the waiting messages are stored (the unique `(device_id, msg_id)` index
-answers). A poll costs one read per IN_CHUNK waiting messages, whichever devices they
-are of, and waits as long again as its reads took.
+A WebSocket device's message is stored by whichever bridge the broker hands it to. When
+that is this process's own bridge, its stored batches come here (a topic handler, like
+ota's) and the waiting sockets are answered at once. A bridge elsewhere (external
+bridges, a shared subscription) cannot tell this process, so what is still waited for
+after POLL_AFTER_LOCAL seconds (POLL_AFTER_REMOTE without a bridge here) is looked up in `messages` (the unique `(device_id, msg_id)`
+index), one read per IN_CHUNK messages, every POLL_SECONDS at most: the same look finds
+a message sent again that had been stored before.
 """
 
 import logging
 import time
+from functools import partial
 
 import gevent
 import gevent.event
 from pymongo.errors import PyMongoError
 
+from carweb.background import running_bridge
+from carweb.bridge.dispatch import register_topic_handler
 from carweb.models import Message
 
 log = logging.getLogger(__name__)
-POLL_SECONDS = 0.02
+POLL_SECONDS = 0.05
+# How long a message is waited for before it is looked up: with a bridge in this process,
+# long enough for it to have stored and reported the message (a look costs SecantusDB
+# about 15 ms per 100 messages, so it is kept for the rest: repeats, and messages another
+# process's bridge stored), and never while that bridge has a queue; without one, at once.
+POLL_AFTER_LOCAL = 1.0
+POLL_AFTER_REMOTE = 0.05
 IN_CHUNK = 100  # SecantusDB answers `$in` on more than about a hundred values slowly
 WATCH_KEY = "carweb.stored_watch"
 EXPIRE_EVERY = 1.0  # seconds between looks for messages waited on too long
+
+
+def init_app(app):
+    """Have this process's bridge report every stored message to the device sockets' watch."""
+    register_topic_handler(app, "#", partial(report_stored, app))
+
+
+def report_stored(app, docs):
+    """Bridge handler: the watch learns which of the messages it waits for are stored (no database read)."""
+    watch = app.extensions.get(WATCH_KEY)
+    if watch is not None and watch.waiters:
+        watch.stored_here((doc["device_id"], doc["msg_id"]) for doc in docs if "msg_id" in doc)
 
 
 def stored_pairs(pairs):
@@ -40,15 +62,18 @@ def stored_pairs(pairs):
 
 
 class StoredWatch:
-    """Polls for the messages its waiters published and tells each waiter which are stored.
+    """Tells each waiter which of the messages it published are stored.
 
-    A waiter has `device_id`, `waiting_ids()` (the message ids it waits for) and
-    `stored(ids)`; `expire(now)` lets it give up on messages that take too long.
+    A waiter has `device_id`, `pending` (the message ids it waits for), `late_ids(before)`
+    (those it has waited for since before that time), `stored(ids)` and `expire(now)`
+    (gives up on messages that take too long). `stored` is called from the watch's own
+    greenlet only, never from the bridge's.
     """
 
     def __init__(self, app):
         self.app = app
         self.waiters = set()
+        self._heard = set()  # pairs this process's bridge stored, not yet handed out
         self._work = gevent.event.Event()
         self._greenlet = None
         self._expired_at = 0.0
@@ -67,40 +92,68 @@ class StoredWatch:
         """A waiter has a new message to wait for."""
         self._work.set()
 
+    def stored_here(self, pairs):
+        """(device id, message id) pairs this process's bridge has stored."""
+        self._heard.update(pairs)
+        self._work.set()
+
     def _run(self):
-        """Poll while anyone waits; sleep on the event otherwise."""
+        """Answer what the bridge reported, poll for the rest while anyone waits, sleep otherwise."""
         with self.app.app_context():
             while True:
                 self._work.wait()
-                self._work.clear()  # before the poll: a wake during it makes another
+                self._work.clear()  # before the round: a wake during it makes another
                 gevent.sleep(POLL_SECONDS)
-                if self.poll():
+                if self.round():
                     self._work.set()
 
-    def poll(self):
-        """One read of everything waited for; True while anyone still waits."""
-        waiting = [(waiter, waiter.waiting_ids()) for waiter in list(self.waiters)]
-        pairs = [(waiter.device_id, msg_id) for waiter, ids in waiting for msg_id in ids]
+    def round(self):
+        """Hand out what was heard, then read what has waited long enough; True while anyone still waits."""
+        heard, self._heard = self._heard, set()
+        now = time.monotonic()
+        waiters = list(self.waiters)
+        if heard:
+            by_device = {}
+            for waiter in waiters:
+                by_device.setdefault(waiter.device_id, []).append(waiter)
+            found = {}
+            for device_id, msg_id in heard:
+                for waiter in by_device.get(device_id, ()):
+                    if msg_id in waiter.pending:
+                        found.setdefault(waiter, set()).add(msg_id)
+            for waiter, ids in found.items():
+                waiter.stored(ids)
+        if not self._bridge_busy():
+            patience = POLL_AFTER_LOCAL if running_bridge(self.app) is not None else POLL_AFTER_REMOTE
+            self._look_up([(waiter, waiter.late_ids(now - patience)) for waiter in waiters])
+        if now - self._expired_at >= EXPIRE_EVERY:
+            self._expired_at = now
+            for waiter in waiters:
+                waiter.expire(now)
+        return any(waiter.pending for waiter in waiters)
+
+    def _bridge_busy(self):
+        """Whether this process's bridge has messages queued: it will report them, and reads would slow it."""
+        bridge = running_bridge(self.app)
+        return bridge is not None and bridge.queue is not None and bridge.queue.qsize() > 0
+
+    def _look_up(self, late):
+        """Read which of the (waiter, ids) are stored and tell the waiters."""
+        pairs = [(waiter.device_id, msg_id) for waiter, ids in late for msg_id in ids]
         if not pairs:
-            return False
+            return
         started = time.monotonic()
         try:
             found = stored_pairs(pairs)
         except PyMongoError as exc:
             log.warning("cannot read which messages are stored (%s); trying again", exc)
             gevent.sleep(1)
-            return True
-        for waiter, ids in waiting:
+            return
+        for waiter, ids in late:
             stored = {msg_id for msg_id in ids if (waiter.device_id, msg_id) in found}
             if stored:
                 waiter.stored(stored)
-        now = time.monotonic()
-        if now - self._expired_at >= EXPIRE_EVERY:
-            self._expired_at = now
-            for waiter, _ in waiting:
-                waiter.expire(now)
-        gevent.sleep(now - started)  # reads that take long are made less often
-        return True
+        gevent.sleep(time.monotonic() - started)  # reads that take long are made less often
 
 
 def stored_watch(app):

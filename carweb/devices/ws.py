@@ -1,6 +1,7 @@
 """The device WebSocket `/devices/ws`: a device token at the handshake, then the gateway (`gateway.py`)."""
 
 import contextlib
+import socket
 import time
 
 import gevent
@@ -113,6 +114,14 @@ class DeviceSocket(simple_websocket.Server):
         """Encode and write one text frame, in order with every other."""
         with self._send_lock:
             super().send(data)
+
+    def abort(self):
+        """Cut the connection without a close frame (a device that reads nothing gets no other)."""
+        if self.connected:
+            self.connected = False
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            self.event.set()
 
     def close(self, reason=None, message=None):
         """Close with a code and reason, and wake the greenlet waiting in `receive`."""
