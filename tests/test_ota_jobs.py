@@ -311,3 +311,17 @@ def test_a_sweep_as_the_rollout_appears_does_not_skip_its_first_wave(app, monkey
         sorted((job.wave, job.state, job.attempts) for job in jobs)
         == [(0, "SENT", 1)] + [(1, "QUEUED", 0)] * 4 + [(2, "QUEUED", 0)] * 5
     )
+
+
+def test_a_report_against_a_job_that_moved_meanwhile_is_decided_again(app):
+    """Two bridges: one read the job at DOWNLOADING while the other moved it on; UPDATED still lands."""
+    from carweb.ota.jobs import apply_report
+    from carweb.ota.protocol import parse_status_report
+
+    job = make_job("SENT")
+    report(app, job, "DOWNLOADING", seconds=1)
+    stale = reload(job)  # what the first bridge read
+    report(app, job, "DOWNLOADED", seconds=2)  # the second bridge's report, applied meanwhile
+    updated = parse_status_report({"job": str(job.pk), "state": "UPDATED", "version": "2.0.0"})
+    assert apply_report(stale, updated, ObjectId(), T0 + timedelta(seconds=3), 600).state == "UPDATED"
+    assert [h["state"] for h in reload(job).history][-3:] == ["DOWNLOADING", "DOWNLOADED", "UPDATED"]

@@ -84,6 +84,7 @@ class DeviceConnection:
         self.room = gevent.event.Event()
         self.outbox = gevent.queue.Queue()
         self.ready = gevent.event.Event()
+        self.refused = False  # the broker refused the session
         self.client = None
         self.closing = None  # (code, reason) once the server decided to close
         self.checked_at = time.monotonic()
@@ -135,7 +136,6 @@ class DeviceConnection:
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_command
         client.on_disconnect = self._on_disconnect
-        client.on_log = lambda c, u, level, text: ()
         self.client = client
         connect_async(client, address, self._mqtt_config())
         try:
@@ -145,7 +145,7 @@ class DeviceConnection:
             self.close(CLOSE_SERVER_ERROR, "carweb cannot reach its broker; reconnect later")
             return None
         loop = gevent.spawn(self._mqtt_loop)
-        if not self.ready.wait(CONNECT_TIMEOUT) or self.closing:
+        if not self.ready.wait(CONNECT_TIMEOUT) or self.refused:
             self.close(CLOSE_SERVER_ERROR, "carweb's broker did not accept the session; reconnect later")
             loop.kill()
             return None
@@ -198,7 +198,7 @@ class DeviceConnection:
         """Tell the device it is connected, and subscribe to its commands (again: cheap, and needed after a lost session)."""
         if reason_code.is_failure:
             log.warning("device socket %s: the broker refused the session: %s", self.device_id, reason_code)
-            self.closing = (CLOSE_SERVER_ERROR, "carweb's broker refused the session")
+            self.refused = True
             self.ready.set()
             return
         # Before any command the session kept: the broker sends those right after accepting us.

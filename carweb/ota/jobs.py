@@ -23,6 +23,8 @@ CANCELABLE_STATES = FORWARD_STATES[: RANK["UPDATING"]]
 TOLD_STATES = CANCELABLE_STATES[1:]
 DEVICE_JOBS_SHOWN = 20
 JOBS_PAGE = 100  # jobs (and rollouts) one image page lists; older ones are a link away
+CONFLICT_TRIES = 5  # reads of a job that keeps moving while a report is applied
+MOVED = object()  # the job changed between its read and the conditional write
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,23 @@ def apply_report(job, report, msg_id, at, step_timeout):
 
     A report already in the job's history (a retried batch) returns the job as it is, so
     what follows from it runs again; backwards, duplicate and late reports change nothing.
+    A job that moved since it was read (another bridge took the device's previous report,
+    or the sweep timed it out) is read again and the report decided again: with K bridges
+    a device's reports can be handled out of order and at the same time.
     """
+    for _ in range(CONFLICT_TRIES):
+        outcome = _apply_once(job, report, msg_id, at, step_timeout)
+        if outcome is not MOVED:
+            return outcome
+        job = UpdateJob.objects(pk=job.pk).first()
+        if job is None:
+            return None
+    log.warning("report %s on job %s not applied: the job kept moving", report.state, job.pk)
+    return None
+
+
+def _apply_once(job, report, msg_id, at, step_timeout):
+    """apply_report against the job as read: the new job, None, or MOVED when it changed meanwhile."""
     if any(entry.get("msg") == msg_id for entry in job.history):
         if job.state == "UPDATED" == report.state:
             _record_version(job, report)
@@ -100,7 +118,8 @@ def apply_report(job, report, msg_id, at, step_timeout):
     if report.state == "UPDATED":
         # The device first: once the job says UPDATED, the device shows the new version.
         _record_version(job, report)
-    return _report_changes(job, report, msg_id, at, step_timeout, decision.action)
+    changed = _report_changes(job, report, msg_id, at, step_timeout, decision.action)
+    return MOVED if changed is None else changed
 
 
 def _record_version(job, report):
