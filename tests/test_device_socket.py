@@ -24,18 +24,32 @@ from tests.ota_support import (
 from tests.ws_support import connect, device_token, frames_until_closed, handshake_status, message
 
 
+@pytest.fixture
+def sockets():
+    """`sockets(url, secret)` connects a device socket that is closed after the test, whatever happens."""
+    opened = []
+
+    def open_socket(url, secret):
+        opened.append(connect(url, secret))
+        return opened[-1]
+
+    yield open_socket
+    for ws in opened:
+        ws.shutdown()
+
+
 def publish_command(publisher, device_id, subtopic, payload):
     """Publish a command to the device as carweb does (QoS 1) and wait for the broker."""
     publisher.publish(f"{device_id}/firmware/{subtopic}", json.dumps(payload), qos=1).wait_for_publish(5)
 
 
-def test_wrong_and_revoked_tokens_are_refused_at_the_handshake(live_server, device_id):
+def test_wrong_and_revoked_tokens_are_refused_at_the_handshake(live_server, device_id, sockets):
     """401 before any upgrade for a wrong, missing or revoked token; a plain request is told what to do."""
     db = live_server.db()
     secret = device_token(db, device_id)
     assert handshake_status(live_server.url, "cwd_" + "x" * 43) == 401
     assert handshake_status(live_server.url, secret.replace("cwd_", "cwt_")) == 401
-    ws = connect(live_server.url, secret)
+    ws = sockets(live_server.url, secret)
     assert ws.ready == {
         "device": device_id,
         "limits": {
@@ -57,10 +71,12 @@ def test_wrong_and_revoked_tokens_are_refused_at_the_handshake(live_server, devi
     assert query_string.status_code == 401
 
 
-def test_commands_wait_for_a_device_away_and_a_new_socket_replaces_the_old(live_server, publisher, device_id):
+def test_commands_wait_for_a_device_away_and_a_new_socket_replaces_the_old(
+    live_server, publisher, device_id, sockets
+):
     """Commands come down the socket; while away they wait; unacked ones come again; the newest socket wins."""
     secret = device_token(live_server.db(), device_id)
-    ws = connect(live_server.url, secret)
+    ws = sockets(live_server.url, secret)
     publish_command(publisher, device_id, "cancel", {"job": "live"})
     live = json.loads(ws.recv())
     assert live["topic"] == "firmware/cancel" and live["payload"] == {"job": "live"}
@@ -70,7 +86,7 @@ def test_commands_wait_for_a_device_away_and_a_new_socket_replaces_the_old(live_
 
     publish_command(publisher, device_id, "cancel", {"job": "away-1"})
     publish_command(publisher, device_id, "update", {"job": "away-2"})
-    old = connect(live_server.url, secret)
+    old = sockets(live_server.url, secret)
     kept = [json.loads(old.recv()) for _ in range(2)]
     assert [(f["topic"], f["payload"]["job"]) for f in kept] == [
         ("firmware/cancel", "away-1"),
@@ -80,7 +96,7 @@ def test_commands_wait_for_a_device_away_and_a_new_socket_replaces_the_old(live_
     old.send(message(0))
     assert json.loads(old.recv()) == {"ack": "m0"}  # frames are handled in order: the ack is in
 
-    new = connect(live_server.url, secret)
+    new = sockets(live_server.url, secret)
     _, code, reason = frames_until_closed(old)
     assert (code, reason) == (4001, "replaced by a newer connection of this device")
     again = json.loads(new.recv())
@@ -127,7 +143,7 @@ def steady_device(url, secret, results):
 
 
 def test_bad_frames_floods_and_oversized_frames_are_refused_without_touching_another_device(
-    strict_server,
+    strict_server, sockets
 ):
     """Error frames for bad frames, a close for floods, huge frames and silent devices; a neighbour goes on."""
     url, db = strict_server
@@ -135,7 +151,7 @@ def test_bad_frames_floods_and_oversized_frames_are_refused_without_touching_ano
     steady = threading.Thread(target=steady_device, args=(url, device_token(db, neighbour), results))
     steady.start()
 
-    ws = connect(url, device_token(db, "bad-car"))
+    ws = sockets(url, device_token(db, "bad-car"))
     for frame in ("{not json", "[1, 2]", json.dumps({"topic": "t"}), json.dumps({"topic": "a/#", "id": 1})):
         ws.send(frame)
     ws.send(json.dumps({"topic": "firmware/update", "payload": {}, "id": "spoof"}))
@@ -152,11 +168,11 @@ def test_bad_frames_floods_and_oversized_frames_are_refused_without_touching_ano
     assert (code, reason) == (1008, "too many refused frames")
     assert any("rate limit" in a.get("error", "") for a in answers)
 
-    big = connect(url, device_token(db, "big-car"))
+    big = sockets(url, device_token(db, "big-car"))
     big.send(json.dumps({"topic": "t", "payload": "x" * 70_000, "id": 1}))
     assert frames_until_closed(big)[1:] == (1009, "Message is too big")
 
-    silent = connect(url, device_token(db, "silent-car"))
+    silent = sockets(url, device_token(db, "silent-car"))
     time.sleep(3)  # it never reads, so it never answers the pings
     assert frames_until_closed(silent)[1:] == (1008, "Ping/Pong timeout")
 

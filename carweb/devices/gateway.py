@@ -85,6 +85,7 @@ class DeviceConnection:
         self.outbox = gevent.queue.Queue()
         self.ready = gevent.event.Event()
         self.refused = False  # the broker refused the session
+        self.held_commands = []  # until the device has its `ready` frame; then None
         self.client = None
         self.closing = None  # (code, reason) once the server decided to close
         self.checked_at = time.monotonic()
@@ -195,19 +196,21 @@ class DeviceConnection:
     # -- MQTT callbacks (in the loop greenlet) ------------------------------------------
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
-        """Tell the device it is connected, and subscribe to its commands (again: cheap, and needed after a lost session)."""
+        """Subscribe to the device's commands (again: cheap, and needed for a new or lost session)."""
         if reason_code.is_failure:
             log.warning("device socket %s: the broker refused the session: %s", self.device_id, reason_code)
             self.refused = True
             self.ready.set()
             return
-        # Before any command the session kept: the broker sends those right after accepting us.
-        self._send(self._ready_frame())
         options = SubscribeOptions(qos=1, retainHandling=2)
         client.subscribe([(self.prefix + topic, options) for topic in COMMAND_TOPICS])
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
-        """Subscribed: the device is online and may be sent commands."""
+        """Subscribed: the device is told it is connected, then gets the commands its session kept."""
+        self._send(self._ready_frame())
+        for frame in self.held_commands:
+            self._send(frame)
+        self.held_commands = None
         client.publish(f"{self.prefix}status", "online", qos=1, retain=True)
         self.ready.set()
 
@@ -227,8 +230,11 @@ class DeviceConnection:
         if msg.qos:
             frame_id = f"c{msg.mid}"
             self.commands[frame_id] = msg.mid
-        topic = msg.topic[len(self.prefix) :]
-        self._send(command_frame(topic, bytes(msg.payload), frame_id))
+        frame = command_frame(msg.topic[len(self.prefix) :], bytes(msg.payload), frame_id)
+        if self.held_commands is not None:  # the session's kept commands come before our SUBACK
+            self.held_commands.append(frame)
+        else:
+            self._send(frame)
 
     # -- frames from the device -----------------------------------------------------------
 
