@@ -22,6 +22,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
+from pymongo.errors import PyMongoError
 from simple_websocket import ConnectionClosed
 from wsproto.utilities import LocalProtocolError
 
@@ -125,6 +126,7 @@ class DeviceConnection:
         self.closing = (code, reason)
         log.info("device socket %s closed by carweb: %s %s", self.device_id, code, reason)
         self.outbox.put((code, reason))
+        self.room.set()  # a frame waiting for room is not published after all
         gevent.spawn_later(FORCE_CLOSE_SECONDS, self.ws.abort)
 
     def _connect(self):
@@ -175,8 +177,12 @@ class DeviceConnection:
 
     def _mqtt_loop(self):
         """Run the MQTT connection until it fails (then close the socket saying why) or is killed."""
-        while (rc := self.client.loop(timeout=1.0)) == MQTTErrorCode.MQTT_ERR_SUCCESS:
-            pass
+        rc = None
+        try:
+            while (rc := self.client.loop(timeout=1.0)) == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                pass
+        except Exception:  # noqa: BLE001 - whatever ends the session must close the socket too
+            log.exception("device socket %s: its MQTT loop failed", self.device_id)
         if self.closing is None:
             log.warning("device socket %s: its broker connection ended: %s", self.device_id, rc)
             self.close(CLOSE_SERVER_ERROR, "carweb lost its broker connection; reconnect later")
@@ -186,10 +192,14 @@ class DeviceConnection:
         client, code = self.client, (self.closing or (1000,))[0]
         if client is not None and client.is_connected() and code != CLOSE_REPLACED:
             _wait_published(client.publish(f"{self.prefix}status", "offline", qos=1, retain=True), 2.0)
+        if client is not None:
+            client.disconnect()  # a normal disconnect: the broker drops the will, keeps the session
         if loop is not None:
             loop.kill()
         if client is not None:
-            client.disconnect()  # a normal disconnect: the broker drops the will, keeps the session
+            # paho's loop() made a socket pair for waking itself that only its finaliser
+            # closes; a reconnect storm would pile them up (pinned paho 2.2).
+            client._reset_sockets()
         if self.ws.connected:
             self.close(1000, "")
 
@@ -202,11 +212,19 @@ class DeviceConnection:
             self.refused = True
             self.ready.set()
             return
-        options = SubscribeOptions(qos=1, retainHandling=2)
+        # noLocal: what the device publishes under a command-like topic never comes back to it.
+        options = SubscribeOptions(qos=1, noLocal=True, retainHandling=2)
         client.subscribe([(self.prefix + topic, options) for topic in COMMAND_TOPICS])
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
         """Subscribed: the device is told it is connected, then gets the commands its session kept."""
+        if any(code.is_failure for code in reason_codes):
+            log.warning(
+                "device socket %s: the broker refused its command topics: %s", self.device_id, reason_codes
+            )
+            self.refused = True
+            self.ready.set()
+            return
         self._send(self._ready_frame())
         for frame in self.held_commands:
             self._send(frame)
@@ -241,8 +259,9 @@ class DeviceConnection:
     def _read_frames(self):
         """Handle frames until the socket closes."""
         while True:
+            left = REVALIDATE_SECONDS - (time.monotonic() - self.checked_at)
             try:
-                data = self.ws.receive(timeout=REVALIDATE_SECONDS)
+                data = self.ws.receive(timeout=max(left, 0.1))
             except ConnectionClosed:
                 return
             if time.monotonic() - self.checked_at >= REVALIDATE_SECONDS and not self._token_still_valid():
@@ -254,11 +273,14 @@ class DeviceConnection:
     def _token_still_valid(self):
         """Whether the token the device connected with still exists (noted as used)."""
         self.checked_at = time.monotonic()
-        token = DeviceToken.objects(pk=self.token.pk).first()
-        if token is None:
-            return False
-        token.touch()
-        return True
+        try:
+            token = DeviceToken.objects(pk=self.token.pk).first()
+            if token is not None:
+                token.touch()
+        except PyMongoError as exc:  # the database is away: keep the device, check again later
+            log.warning("device socket %s: cannot check its token (%s)", self.device_id, exc)
+            return True
+        return token is not None
 
     def _handle(self, data):
         """One frame: a message to publish, or a command's ack; anything else is refused."""
@@ -303,11 +325,13 @@ class DeviceConnection:
         if message.msg_id in self.acked:
             self._send(ack_frame(message.id, duplicate=True))
             return
-        limit = self.config["MQTT_MAX_PACKET"] - TOPIC_HEADROOM - len(self.prefix + message.topic)
+        around = len((self.prefix + message.topic).encode()) + len(message.msg_id.encode())
+        limit = self.config["MQTT_MAX_PACKET"] - TOPIC_HEADROOM - around
         if len(message.payload) > limit:
             self._refuse(f"the payload has {len(message.payload)} bytes; at most {limit}", message.id)
             return
-        self._wait_for_room()
+        if not self._wait_for_room():
+            return
         properties = Properties(PacketTypes.PUBLISH)
         properties.UserProperty = [("msg-id", message.msg_id)]
         info = self.client.publish(
@@ -322,11 +346,13 @@ class DeviceConnection:
         stored_watch(self.app).wake()
 
     def _wait_for_room(self):
-        """Hold the device back while too much of what it sent awaits storage."""
+        """Hold the device back while too much of what it sent awaits storage; False once the socket closes."""
         while len(self.pending) >= MAX_PENDING or self.pending_bytes >= MAX_PENDING_BYTES:
             self.room.clear()
-            if not self.room.wait(ACK_TIMEOUT) or not self.ws.connected:
-                return
+            self.room.wait(ACK_TIMEOUT)
+            if self.closing is not None or not self.ws.connected:
+                return False
+        return True
 
     def _send(self, frame):
         """Queue a frame for the socket's sender: no greenlet waits on a device that reads slowly."""
@@ -335,11 +361,18 @@ class DeviceConnection:
     def _send_loop(self):
         """Send queued frames in order, then the close; a closed socket drops them (the device will send or be sent them again)."""
         for frame in self.outbox:
-            with contextlib.suppress(ConnectionClosed, OSError, LocalProtocolError):
-                if isinstance(frame, tuple):
-                    self.ws.close(*frame)
-                    return
-                self.ws.send(frame)
+            try:
+                with gevent.Timeout(self.config["CARWEB_WS_PING"]):
+                    if isinstance(frame, tuple):
+                        self.ws.close(*frame)
+                        return
+                    self.ws.send(frame)
+            except gevent.Timeout:  # the device reads nothing: no ping would get through either
+                log.info("device socket %s: it reads nothing; cut off", self.device_id)
+                self.ws.abort()
+                return
+            except (ConnectionClosed, OSError, LocalProtocolError):
+                pass
 
     # -- the stored watch's side ------------------------------------------------------------
 

@@ -26,8 +26,9 @@ POLL_SECONDS = 0.05
 # How long a message is waited for before it is looked up: with a bridge in this process,
 # long enough for it to have stored and reported the message (a look costs SecantusDB
 # about 15 ms per 100 messages, so it is kept for the rest: repeats, and messages another
-# process's bridge stored), and never while that bridge has a queue; without one, at once.
+# process's bridge stored), and five while that bridge has a queue; without one, at once.
 POLL_AFTER_LOCAL = 1.0
+POLL_AFTER_BUSY = 5.0
 POLL_AFTER_REMOTE = 0.05
 IN_CHUNK = 100  # SecantusDB answers `$in` on more than about a hundred values slowly
 WATCH_KEY = "carweb.stored_watch"
@@ -123,19 +124,24 @@ class StoredWatch:
                         found.setdefault(waiter, set()).add(msg_id)
             for waiter, ids in found.items():
                 waiter.stored(ids)
-        if not self._bridge_busy():
-            patience = POLL_AFTER_LOCAL if running_bridge(self.app) is not None else POLL_AFTER_REMOTE
-            self._look_up([(waiter, waiter.late_ids(now - patience)) for waiter in waiters])
+        self._look_up([(waiter, waiter.late_ids(now - self._patience())) for waiter in waiters])
         if now - self._expired_at >= EXPIRE_EVERY:
             self._expired_at = now
             for waiter in waiters:
                 waiter.expire(now)
         return any(waiter.pending for waiter in waiters)
 
-    def _bridge_busy(self):
-        """Whether this process's bridge has messages queued: it will report them, and reads would slow it."""
+    def _patience(self):
+        """Seconds a message is waited for before it is read: longer while this process's bridge has a queue.
+
+        Queued messages will be reported, and reads would slow their inserts; but a message
+        stored before (a resend) or elsewhere is never reported, so it is read in the end.
+        """
         bridge = running_bridge(self.app)
-        return bridge is not None and bridge.queue is not None and bridge.queue.qsize() > 0
+        if bridge is None:
+            return POLL_AFTER_REMOTE
+        busy = bridge.queue is not None and bridge.queue.qsize() > 0
+        return POLL_AFTER_BUSY if busy else POLL_AFTER_LOCAL
 
     def _look_up(self, late):
         """Read which of the (waiter, ids) are stored and tell the waiters."""

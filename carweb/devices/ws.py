@@ -81,6 +81,9 @@ class DeviceSocket(simple_websocket.Server):
         while keep_going and self.connected and len(self.input_buffer) >= self.QUEUE_MAX:
             self._taken.clear()
             self._taken.wait(1.0)
+            # Held back by carweb, the device's pong waits unread behind its frames: what
+            # it sends shows it is alive, so it is not closed for a missing pong.
+            self.pong_received = True
         gevent.sleep(0)
         if keep_going and self.connected:
             return True
@@ -124,10 +127,16 @@ class DeviceSocket(simple_websocket.Server):
             self.event.set()
 
     def close(self, reason=None, message=None):
-        """Close with a code and reason, and wake the greenlet waiting in `receive`."""
+        """Close with a code and reason, and wake the greenlet waiting in `receive` (closed already: nothing)."""
+        if not self.connected:
+            return  # simple-websocket's own ping timeout may call this after carweb's close
         with self._send_lock:
             super().close(reason, message)
         self.event.set()
+
+    def wait_closed(self):
+        """Wait while the reader still reads what the device sends after a close (at most LINGER_SECONDS)."""
+        self.thread.join(LINGER_SECONDS + 1)
 
 
 class SocketEnded(Response):
@@ -182,4 +191,5 @@ def device_socket():
         max_message_size=config["CARWEB_WS_MAX_FRAME"],
     )
     DeviceConnection(current_app._get_current_object(), token, ws).serve()
+    ws.wait_closed()  # the server would otherwise close the socket under the reader's linger
     return SocketEnded(ws.mode)

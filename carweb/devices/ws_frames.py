@@ -70,6 +70,8 @@ def message_id(frame_id):
     text = str(frame_id)
     if len(text) > MAX_MSG_ID_LENGTH:
         raise FrameError(f"an id has at most {MAX_MSG_ID_LENGTH} characters", frame_id)
+    if not _utf8(text):
+        raise FrameError("an id must be valid Unicode (no lone surrogate escapes)", frame_id)
     return text
 
 
@@ -80,9 +82,20 @@ def message_topic(frame, frame_id):
         raise FrameError('a message needs a topic (below the device id, such as "telemetry")', frame_id)
     if len(topic) > MAX_TOPIC_LENGTH or _FORBIDDEN_IN_TOPIC & set(topic):
         raise FrameError(f"a topic has at most {MAX_TOPIC_LENGTH} characters and no + # or NUL", frame_id)
+    if not _utf8(topic):
+        raise FrameError("a topic must be valid Unicode (no lone surrogate escapes)", frame_id)
     if direction_of(f"device/{topic}") == "out":
         raise FrameError(f"{topic} is a topic carweb sends to devices", frame_id)
     return topic
+
+
+def _utf8(text):
+    """Whether a string has a UTF-8 form (JSON's \\ud800 escapes give strings that do not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def message_payload(frame, frame_id):
