@@ -14,27 +14,24 @@ import argparse
 import json
 import threading
 import time
-import uuid
 
 import websocket
 
 from bench.download import rss_kib, worker_pid
 from bench.latency import percentile
 from bench.stack import benchmark_stack
-from carweb.models.token import DeviceToken, token_digest
+from carweb.models.token import DeviceToken
+from carweb.simulator_ws import socket_url
 
 
 def make_tokens(stack, device_ids):
     """A device token per device, stored as `flask device token` stores them; {device id: secret}."""
-    secrets = {device_id: f"{DeviceToken.PREFIX}bench-{uuid.uuid4().hex}" for device_id in device_ids}
+    minted = {device_id: DeviceToken.mint("bench") for device_id in device_ids}
     with stack.mongo() as mongo:
         mongo[stack.db_name].device_tokens.insert_many(
-            [
-                {"name": "bench", "digest": token_digest(s), "hint": s[:8], "device_id": d}
-                for d, s in secrets.items()
-            ]
+            [{**stored, "device_id": device_id} for device_id, (_, stored) in minted.items()]
         )
-    return secrets
+    return {device_id: secret for device_id, (secret, _) in minted.items()}
 
 
 class Device:
@@ -120,7 +117,7 @@ def run(args):
     """Start the stack, run the storms and bursts, print the figures."""
     with benchmark_stack() as stack:
         base = stack.start_carweb(CARWEB_WORKER_CONNECTIONS=str(args.devices + 100))
-        url = base.replace("http", "ws", 1) + "/devices/ws"
+        url = socket_url(base)
         worker = worker_pid(stack.processes[-1].pid)
         ids = [f"ws-bench-{n:05d}" for n in range(args.devices + 1)]
         secrets = make_tokens(stack, ids)

@@ -15,10 +15,11 @@ from types import SimpleNamespace
 
 import simple_websocket
 
+from carweb.devices.ws_frames import CLOSE_REPLACED
+
 log = logging.getLogger(__name__)
 RESEND_AFTER = 1.0  # seconds after an error frame before a message is sent again
 MAX_BACKOFF = 30
-CLOSE_REPLACED = 4001
 
 
 def socket_url(base_url):

@@ -1,33 +1,20 @@
 """Helpers of the device WebSocket tests: tokens in a server's database, and a plain client (websocket-client)."""
 
 import json
-import secrets
 import struct
 from datetime import UTC, datetime
 
 import websocket
 
-from carweb.models.token import DeviceToken, token_digest
+from carweb.models.token import DeviceToken
+from carweb.simulator_ws import socket_url
 
 
 def device_token(db, device_id, name="test"):
     """A device token stored in the server's database as `flask device token` stores one; the secret."""
-    secret = DeviceToken.PREFIX + secrets.token_urlsafe(32)
-    db.device_tokens.insert_one(
-        {
-            "name": name,
-            "digest": token_digest(secret),
-            "hint": secret[:8],
-            "device_id": device_id,
-            "created_at": datetime.now(UTC),
-        }
-    )
+    secret, stored = DeviceToken.mint(name)
+    db.device_tokens.insert_one({**stored, "device_id": device_id, "created_at": datetime.now(UTC)})
     return secret
-
-
-def socket_url(base_url):
-    """ws:// (or wss://) /devices/ws under a server's base URL."""
-    return base_url.replace("http", "ws", 1) + "/devices/ws"
 
 
 def connect(base_url, secret, timeout=10, **options):

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import gevent
 import gevent.event
@@ -29,6 +30,10 @@ from wsproto.utilities import LocalProtocolError
 from carweb.bridge.mqtt import build_client, connect_async
 from carweb.devices.stored import stored_watch
 from carweb.devices.ws_frames import (
+    CLOSE_POLICY,
+    CLOSE_REPLACED,
+    CLOSE_RESTART,
+    CLOSE_SERVER_ERROR,
     CommandAck,
     FrameError,
     TokenBucket,
@@ -55,14 +60,18 @@ ACK_TIMEOUT = 60.0
 REVALIDATE_SECONDS = 60.0
 TOPIC_HEADROOM = 1024  # the MQTT packet's header and properties around topic and payload
 SESSION_TAKEN_OVER = 142
-# Close codes (docs/device-websocket.md).
-CLOSE_POLICY = 1008
-CLOSE_SERVER_ERROR = 1011
-CLOSE_RESTART = 1012
-CLOSE_REPLACED = 4001
 CONNECTIONS_KEY = "carweb.device_sockets"
 FORCE_CLOSE_SECONDS = 5.0
 REPLACED = "replaced by a newer connection of this device"
+
+
+@dataclass
+class Awaited:
+    """A published message the socket waits to hear is stored."""
+
+    frames: list  # (frame id, duplicate) of every frame that carried it
+    at: float  # when it was published (monotonic)
+    size: int  # payload bytes, counted against the socket's room
 
 
 class DeviceConnection:
@@ -77,8 +86,7 @@ class DeviceConnection:
         self.prefix = f"{self.device_id}/"
         self.rate = TokenBucket(self.config["CARWEB_WS_RATE"], self.config["CARWEB_WS_BURST"])
         self.errors = TokenBucket(self.config["CARWEB_WS_RATE"] / 10, 100)
-        self.pending = {}  # msg_id -> [(frame id, duplicate)], in publishing order
-        self.published_at = {}
+        self.pending = {}  # msg_id -> Awaited, in publishing order
         self.pending_bytes = 0
         self.acked = OrderedDict()
         self.commands = {}  # command frame id -> MQTT message id, until the device acks
@@ -320,7 +328,7 @@ class DeviceConnection:
     def _publish(self, message):
         """Publish a device's message under its id; its ack goes out once it is stored."""
         if message.msg_id in self.pending:  # sent again before its ack: one answer each
-            self.pending[message.msg_id].append((message.id, True))
+            self.pending[message.msg_id].frames.append((message.id, True))
             return
         if message.msg_id in self.acked:
             self._send(ack_frame(message.id, duplicate=True))
@@ -340,8 +348,7 @@ class DeviceConnection:
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._refuse("carweb lost its broker connection; send it again after reconnecting", message.id)
             return
-        self.pending[message.msg_id] = [(message.id, False)]
-        self.published_at[message.msg_id] = (time.monotonic(), len(message.payload))
+        self.pending[message.msg_id] = Awaited([(message.id, False)], time.monotonic(), len(message.payload))
         self.pending_bytes += len(message.payload)
         stored_watch(self.app).wake()
 
@@ -379,8 +386,8 @@ class DeviceConnection:
     def late_ids(self, before):
         """The message ids this socket has awaited the storage of since before `before` (monotonic)."""
         late = []
-        for msg_id, (at, _) in self.published_at.items():  # in publishing order
-            if at > before:
+        for msg_id, awaited in self.pending.items():  # in publishing order
+            if awaited.at > before:
                 break
             late.append(msg_id)
         return late
@@ -388,9 +395,8 @@ class DeviceConnection:
     def stored(self, msg_ids):
         """These messages are stored: ack every frame that carried them."""
         for msg_id in msg_ids:
-            for frame_id, duplicate in self.pending.pop(msg_id, ()):
+            for frame_id, duplicate in self._take(msg_id):
                 self._send(ack_frame(frame_id, duplicate))
-            self._forget(msg_id)
             self.acked[msg_id] = True
         while len(self.acked) > ACKED_REMEMBERED:
             self.acked.popitem(last=False)
@@ -399,15 +405,17 @@ class DeviceConnection:
     def expire(self, now):
         """Give up on messages not stored within ACK_TIMEOUT: the device is told to send them again."""
         for msg_id in self.late_ids(now - ACK_TIMEOUT):
-            for frame_id, _ in self.pending.pop(msg_id, ()):
+            for frame_id, _ in self._take(msg_id):
                 self._send(error_frame(f"not stored within {ACK_TIMEOUT:g} s; send it again", frame_id))
-            self._forget(msg_id)
             self.room.set()
 
-    def _forget(self, msg_id):
-        """Stop counting a message against the socket's room."""
-        _, size = self.published_at.pop(msg_id, (None, 0))
-        self.pending_bytes -= size
+    def _take(self, msg_id):
+        """Stop waiting for a message: the (frame id, duplicate) pairs to answer."""
+        awaited = self.pending.pop(msg_id, None)
+        if awaited is None:
+            return []
+        self.pending_bytes -= awaited.size
+        return awaited.frames
 
 
 def _wait_published(info, timeout):

@@ -19,6 +19,7 @@ from pymongo.errors import PyMongoError
 
 from carweb.background import running_bridge
 from carweb.bridge.dispatch import register_topic_handler
+from carweb.bridge.ingest import IN_CHUNK
 from carweb.models import Message
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,6 @@ POLL_SECONDS = 0.05
 POLL_AFTER_LOCAL = 1.0
 POLL_AFTER_BUSY = 5.0
 POLL_AFTER_REMOTE = 0.05
-IN_CHUNK = 100  # SecantusDB answers `$in` on more than about a hundred values slowly
 WATCH_KEY = "carweb.stored_watch"
 EXPIRE_EVERY = 1.0  # seconds between looks for messages waited on too long
 
@@ -112,19 +112,12 @@ class StoredWatch:
         """Hand out what was heard, then read what has waited long enough; True while anyone still waits."""
         heard, self._heard = self._heard, set()
         now = time.monotonic()
-        waiters = list(self.waiters)
-        if heard:
-            by_device = {}
-            for waiter in waiters:
-                by_device.setdefault(waiter.device_id, []).append(waiter)
-            found = {}
-            for device_id, msg_id in heard:
-                for waiter in by_device.get(device_id, ()):
-                    if msg_id in waiter.pending:
-                        found.setdefault(waiter, set()).add(msg_id)
-            for waiter, ids in found.items():
-                waiter.stored(ids)
-        self._look_up([(waiter, waiter.late_ids(now - self._patience())) for waiter in waiters])
+        waiters, by_device = list(self.waiters), {}
+        for waiter in waiters:
+            by_device.setdefault(waiter.device_id, []).append(waiter)
+        _hand_out(by_device, heard)
+        before = now - self._patience()
+        self._look_up(by_device, [(w.device_id, msg_id) for w in waiters for msg_id in w.late_ids(before)])
         if now - self._expired_at >= EXPIRE_EVERY:
             self._expired_at = now
             for waiter in waiters:
@@ -143,9 +136,8 @@ class StoredWatch:
         busy = bridge.queue is not None and bridge.queue.qsize() > 0
         return POLL_AFTER_BUSY if busy else POLL_AFTER_LOCAL
 
-    def _look_up(self, late):
-        """Read which of the (waiter, ids) are stored and tell the waiters."""
-        pairs = [(waiter.device_id, msg_id) for waiter, ids in late for msg_id in ids]
+    def _look_up(self, by_device, pairs):
+        """Read which of the (device id, message id) pairs are stored and tell their waiters."""
         if not pairs:
             return
         started = time.monotonic()
@@ -155,11 +147,19 @@ class StoredWatch:
             log.warning("cannot read which messages are stored (%s); trying again", exc)
             gevent.sleep(1)
             return
-        for waiter, ids in late:
-            stored = {msg_id for msg_id in ids if (waiter.device_id, msg_id) in found}
-            if stored:
-                waiter.stored(stored)
+        _hand_out(by_device, found)
         gevent.sleep(time.monotonic() - started)  # reads that take long are made less often
+
+
+def _hand_out(by_device, pairs):
+    """Tell each waiter which of the stored (device id, message id) pairs it waits for."""
+    found = {}
+    for device_id, msg_id in pairs:
+        for waiter in by_device.get(device_id, ()):
+            if msg_id in waiter.pending:
+                found.setdefault(waiter, set()).add(msg_id)
+    for waiter, ids in found.items():
+        waiter.stored(ids)
 
 
 def stored_watch(app):

@@ -16,6 +16,11 @@ from carweb.bridge.documents import MAX_MSG_ID_LENGTH
 from carweb.bridge.topics import direction_of
 
 MAX_TOPIC_LENGTH = 1024
+# Close codes (docs/device-websocket.md), shared by carweb's side and the simulated cars'.
+CLOSE_POLICY = 1008
+CLOSE_SERVER_ERROR = 1011
+CLOSE_RESTART = 1012
+CLOSE_REPLACED = 4001
 _FORBIDDEN_IN_TOPIC = set("+#\x00")
 
 

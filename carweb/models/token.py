@@ -34,14 +34,19 @@ class Credential(Document):
     meta = {"abstract": True}
 
     @classmethod
-    def issue(cls, name, **fields):
-        """A new credential named `name`: (the stored document, the secret to show once); ValueError when refused."""
+    def mint(cls, name):
+        """A new secret named `name` and what is stored of it: (secret, {name, digest, hint}); ValueError when refused."""
         name = (name or "").strip()
         if not 1 <= len(name) <= 100:
             raise ValueError("a token needs a name of 1 to 100 characters")
         secret = cls.PREFIX + secrets.token_urlsafe(32)
-        document = cls(name=name, digest=token_digest(secret), hint=secret[: len(cls.PREFIX) + 4], **fields)
-        return document.save(), secret
+        return secret, {"name": name, "digest": token_digest(secret), "hint": secret[: len(cls.PREFIX) + 4]}
+
+    @classmethod
+    def issue(cls, name, **fields):
+        """A new credential named `name`: (the stored document, the secret to show once); ValueError when refused."""
+        secret, stored = cls.mint(name)
+        return cls(**stored, **fields).save(), secret
 
     @classmethod
     def find(cls, secret):
