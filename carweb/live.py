@@ -8,6 +8,7 @@ from socketio import PubSubManager
 from carweb.extensions import socketio
 from carweb.history import encode_cursor
 from carweb.payloads import payload_view
+from carweb.telemetry.series import message_points
 
 DEVICES_ROOM = "devices"
 # Rooms one connection may be in besides its own: a page joins one to three, so this only
@@ -49,6 +50,7 @@ def message_summary(doc):
         "size": doc.get("size"),
         "truncated": doc.get("truncated", False),
         "raw_reason": doc.get("raw_reason"),
+        "points": message_points(doc),  # {series name: value}, for the charts
     }
 
 

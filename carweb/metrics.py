@@ -35,3 +35,8 @@ live_seconds = Histogram(
     "Seconds from a message's arrival at the bridge until it is stored and sent to the live pages",
     buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5, 5),
 )
+series_refused = Counter(
+    "carweb_telemetry_series_refused",
+    "Numbers not rolled up because their minute already held the most series a minute keeps",
+)
+rollups_unwritten = Gauge("carweb_telemetry_minutes_unwritten", "Device minutes of rollups not yet written")

@@ -34,6 +34,7 @@ class Car:
     odometer: float = field(default_factory=lambda: random.uniform(1000, 150000))
     battery: float = field(default_factory=lambda: random.uniform(12.2, 12.8))
     fuel: float = field(default_factory=lambda: random.uniform(20, 100))
+    coolant: float = field(default_factory=lambda: random.uniform(15, 25))  # °C, a cold engine
     seq: int = 0
 
     def step(self, seconds):
@@ -52,6 +53,9 @@ class Car:
         self.fuel = max(0.0, self.fuel - km * 0.07)
         charging = 13.8 if self.speed > 0 else 12.5
         self.battery += (charging - self.battery) * 0.1 + random.gauss(0, 0.02)
+        # The engine warms towards its thermostat's 90 °C, a little above it under load.
+        warm = 90 + self.speed / 30
+        self.coolant += (warm - self.coolant) * min(seconds / 120, 1) + random.gauss(0, 0.1)
 
     def telemetry(self):
         """One telemetry message as JSON bytes."""
@@ -66,6 +70,7 @@ class Car:
                 "battery": round(self.battery, 2),
                 "fuel": round(self.fuel, 1),
                 "odometer": round(self.odometer, 1),
+                "coolant_temp": round(self.coolant, 1),
                 "position": {"lat": round(self.lat, 6), "lon": round(self.lon, 6)},
             }
         ).encode()

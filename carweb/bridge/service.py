@@ -21,6 +21,7 @@ from carweb.bridge.flush import flush_devices, recover_unflushed
 from carweb.bridge.ingest import prepare_batch, store_messages
 from carweb.bridge.limits import ArrivalWatermark, ByteBudget, FairQueue, held_bytes
 from carweb.bridge.mqtt import build_client, connect_async, parse_mqtt_url
+from carweb.bridge.rollups import RollupBook, flush_rollups, fold_closed, recover_rollups
 from carweb.bridge.topics import subscription
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class Bridge:
         self.queue = None
         self.budget = None
         self.book = DeviceBook()
+        self.rollups = RollupBook()
         self.mqtt_state = "connecting"
         self.state = "starting"
         self._connections = 0
@@ -104,6 +106,7 @@ class Bridge:
         """Recount what the last run left uncounted, connect, and run the greenlets until one fails."""
         with self.app.app_context():
             self._retry(recover_unflushed, self.book)
+            self._retry(recover_rollups, self.rollups, self.config["MQTT_CLIENT_ID"])
         self.queue = FairQueue(self.config["CARWEB_QUEUE_MAX"])
         self.budget = ByteBudget(self.config["CARWEB_QUEUE_BYTES"])
         self.watermark = ArrivalWatermark()
@@ -242,6 +245,7 @@ class Bridge:
         docs = [doc for _, stored in ready for doc in stored]
         arrived = [doc["_id"] for batch, _ in ready for _, doc in batch if doc is not None]
         self.book.record(docs, through=self.watermark.finished(arrived))
+        self.rollups.record(docs, through=self.book.recorded_through)
         emit_safely(live.publish_messages, docs)  # pages see stored messages before the handlers
         emitted = time.monotonic()
         for batch, _ in ready:
@@ -257,17 +261,21 @@ class Bridge:
         metrics.stage_seconds.labels(stage="finish").observe(time.monotonic() - started)
 
     def _flush_loop(self):
-        """Write changed devices every FLUSH_SECONDS, leaving the database the rest of its time.
+        """Write changed devices and rollups every FLUSH_SECONDS, leaving the database the rest of its time.
 
-        After each chunk it pauses FLUSH_YIELD times as long as the chunk took, so device
+        After each chunk it pauses FLUSH_YIELD times as long as the chunk took, so these
         writes take at most a fifth of the database's time; when they would need more,
-        each flush finds more messages per device to write at once.
+        each flush finds more messages per device (and minute) to write at once.
         """
+        pause = lambda took: gevent.sleep(took * FLUSH_YIELD)  # noqa: E731
         with self.app.app_context():
             while True:
                 gevent.sleep(FLUSH_SECONDS)
                 metrics.devices_unflushed.set(self.book.unflushed)
-                self._retry(flush_devices, self.book, lambda took: gevent.sleep(took * FLUSH_YIELD))
+                metrics.rollups_unwritten.set(len(self.rollups.open))
+                self._retry(flush_devices, self.book, pause)
+                self._retry(flush_rollups, self.rollups, self.config["MQTT_CLIENT_ID"], pause)
+                self._retry(fold_closed, self.rollups, None, pause)
 
     def _live_devices_loop(self):
         """Send the changed devices' counters to the pages every LIVE_DEVICES_SECONDS."""

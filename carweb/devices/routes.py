@@ -1,8 +1,13 @@
 """Views of the devices blueprint."""
 
+import csv
+import io
+
 from bson import ObjectId
-from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
+from marshmallow import ValidationError
+from werkzeug.utils import secure_filename
 
 from carweb import audit
 from carweb.auth import role_required
@@ -23,6 +28,7 @@ from carweb.live import device_summary, job_summary, message_summary
 from carweb.models import Device, DeviceToken, Message
 from carweb.models.user import ADMINS, OPERATORS
 from carweb.ota.jobs import latest_jobs
+from carweb.telemetry.charts import chart, chart_rows, iso_time, recent_series
 from carweb.users.forms import RevokeForm
 from carweb.users.tokens import revoke_token
 
@@ -136,9 +142,43 @@ def render_device(device, new_token=None, token_form=None):
         token_form=token_form or DeviceTokenForm(),
         revoke=RevokeForm(),
         new_token=new_token,
+        series=recent_series(device_id),
     )
     refused = page is None or (token_form is not None and token_form.errors)
     return html, 400 if refused else 200  # the page says what is wrong
+
+
+@bp.route("/<device_id>/telemetry")
+def telemetry(device_id):
+    """A device's series over a time range as JSON or CSV: buckets of min, max and mean (the page's charts)."""
+    from carweb.api.v1.schemas import TelemetryArgs
+
+    device = device_or_404(device_id)
+    try:
+        args = TelemetryArgs().load({**request.args.to_dict(), "series": request.args.getlist("series")})
+    except ValidationError as exc:
+        return jsonify(code=400, status="Bad Request", message="Invalid arguments.", errors=exc.messages), 400
+    return chart_response(device, **args)
+
+
+def chart_response(device, series, points, format, since=None, until=None):
+    """The chart of `series` (the device's recent ones when empty) as JSON or as a CSV download."""
+    names = series or [found["name"] for found in recent_series(device.device_id)]
+    result = chart(device, names, since, until, points, known_seq=stored_seq(device.device_id))
+    if format == "csv":
+        out = io.StringIO()
+        csv.writer(out).writerows(chart_rows(result))
+        filename = f"{secure_filename(device.device_id) or 'device'}-telemetry.csv"
+        headers = {"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"}
+        return Response(out.getvalue(), content_type="text/csv; charset=utf-8", headers=headers)
+    return jsonify(
+        device_id=device.device_id,
+        since=iso_time(result.since),
+        until=iso_time(result.until),
+        bucket_seconds=result.bucket_seconds,
+        source=result.source,
+        series=result.series,
+    )
 
 
 @bp.route("/<device_id>/rename", methods=["POST"])

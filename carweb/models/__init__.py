@@ -5,6 +5,7 @@ from carweb.models.device import Device
 from carweb.models.firmware import Firmware, Rollout, UpdateJob
 from carweb.models.message import Message
 from carweb.models.state import IngestState
+from carweb.models.telemetry import Rollup
 from carweb.models.token import ApiToken, DeviceToken
 from carweb.models.user import LoginSession, User
 
@@ -20,6 +21,7 @@ ALL_DOCUMENTS = (
     AuditEntry,
     ApiToken,
     DeviceToken,
+    Rollup,
 )
 
 
@@ -41,6 +43,7 @@ __all__ = [
     "AuditEntry",
     "ApiToken",
     "DeviceToken",
+    "Rollup",
     "ALL_DOCUMENTS",
     "ensure_indexes",
 ]

@@ -6,6 +6,7 @@ from werkzeug.utils import secure_filename
 
 from carweb.api.v1 import guard_api_request
 from carweb.api.v1.schemas import (
+    ChartOut,
     DeviceListArgs,
     DeviceOut,
     DevicePage,
@@ -13,9 +14,10 @@ from carweb.api.v1.schemas import (
     JobPage,
     MessageListArgs,
     MessagePage,
+    TelemetryArgs,
 )
 from carweb.config import API_PREFIX
-from carweb.devices.routes import device_or_404, stored_seq
+from carweb.devices.routes import chart_response, device_or_404, stored_seq
 from carweb.export import FORMATS, export_messages, export_stream
 from carweb.fleet import device_page
 from carweb.history import HistoryQuery, message_page
@@ -82,6 +84,15 @@ def export(device_id, format, **filters):
         content_type=FORMATS[format],
         headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
     )
+
+
+@blp.route("/<device_id>/telemetry")
+@blp.arguments(TelemetryArgs, location="query", as_kwargs=True)
+@blp.response(200, ChartOut)
+@blp.alt_response(200, description="format=csv: series, time, min, max, mean, count", content_type="text/csv")
+def telemetry(device_id, **args):
+    """A device's numeric series over a time range, as at most `points` buckets of min, max and mean."""
+    return chart_response(device_or_404(device_id), **args)
 
 
 @blp.route("/<device_id>/jobs")

@@ -18,6 +18,7 @@ from carweb.models.firmware import (
 )
 from carweb.models.message import DIRECTIONS, KINDS
 from carweb.ota.rollouts import MAX_RETRIES, MAX_STEP_TIMEOUT, RolloutError, check_waves
+from carweb.telemetry.charts import MAX_CHART_SERIES, POINTS_DEFAULT, POINTS_MAX
 
 MAX_LIMIT = 200
 EARLIEST = datetime(FIRST_YEAR, 1, 1, tzinfo=UTC)
@@ -100,6 +101,31 @@ class ExportArgs(TimeRange):
     """Which messages an export holds (oldest first) and in which format."""
 
     format = fields.String(load_default="csv", validate=validate.OneOf(list(FORMATS)))
+
+
+class TelemetryArgs(Schema):
+    """Which series of a device to chart, over which time range, in how many buckets at most."""
+
+    series = fields.List(
+        fields.String(validate=validate.Length(1, 1024)),
+        validate=validate.Length(max=MAX_CHART_SERIES),
+        load_default=list,
+        metadata={"description": "Series names (repeat the parameter); the recent ones when none"},
+    )
+    since = utc_time("From (default: the device's first message)")
+    until = utc_time("Until (default: now)")
+    points = fields.Integer(
+        load_default=POINTS_DEFAULT,
+        validate=validate.Range(1, POINTS_MAX),
+        metadata={"description": "Buckets per series at most"},
+    )
+    format = fields.String(load_default="json", validate=validate.OneOf(["json", "csv"]))
+
+    @validates_schema
+    def validate_range(self, data, **kwargs):
+        """The range must not end before or where it starts."""
+        if data.get("since") and data.get("until") and data["until"] <= data["since"]:
+            raise ValidationError("until must be after since", "until")
 
 
 class IdPageArgs(Schema):
@@ -185,6 +211,32 @@ class DevicePage(Page):
     """A page of devices; follow next_cursor until it is null (a search may return fewer than limit)."""
 
     items = fields.List(fields.Nested(DeviceOut), required=True)
+
+
+class SeriesOut(Schema):
+    """One series: its name and its buckets, oldest first, as [start, min, max, mean, count].
+
+    `start` is the bucket's start in seconds since 1970 (UTC); buckets without a value
+    (the device was silent) are left out, so a gap in the times is a gap in the data.
+    """
+
+    name = fields.String(required=True)
+    points = fields.List(fields.List(fields.Float()), required=True)
+
+
+class ChartOut(Schema):
+    """A device's series over a time range, in buckets `bucket_seconds` wide."""
+
+    device_id = fields.String(required=True)
+    since = fields.String(required=True)
+    until = fields.String(required=True)
+    bucket_seconds = fields.Float(required=True)
+    source = fields.String(
+        required=True,
+        validate=validate.OneOf(["messages", "minutes", "hours", "days"]),
+        metadata={"description": "What the buckets were made from: the messages, or rollups"},
+    )
+    series = fields.List(fields.Nested(SeriesOut), required=True)
 
 
 class MessageOut(Schema):

@@ -1,0 +1,303 @@
+"""Per-minute rollups of each device's numbers, kept as the bridge stores messages, written behind the stream.
+
+Each stored inbound message is folded into its device's minute in memory (`RollupBook`);
+every flush writes the changed minutes as `$inc`/`$min`/`$max` upserts, so a device that
+sent a hundred messages since costs one small write, and any number of bridges can add
+to the same minute. Each minute keeps, per bridge process, the newest message `_id` it
+folded in (`w.<process>`): an update whose messages are already there matches nothing,
+its upsert clashes with the unique key and is skipped, so a retried flush or a recovery
+adds nothing twice. Closed hours and days are folded into one document each afterwards
+(`fold_closed`). What a crash loses in memory is added again at the next start from the
+messages stored after the process's last flush (`recover_rollups`).
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from bson import ObjectId
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
+
+from carweb import metrics
+from carweb.bridge.ingest import DUPLICATE_KEY, JOURNALED
+from carweb.models import Message, Rollup
+from carweb.models.state import IngestState
+from carweb.telemetry.charts import SPAN, SUB, gather
+from carweb.telemetry.series import (
+    add_value,
+    floor_time,
+    merge_stats,
+    new_stats,
+    numeric_fields,
+    seconds_since_epoch,
+    series_key,
+    series_name,
+)
+
+log = logging.getLogger(__name__)
+MINUTE, HOUR, DAY = 60, 3600, 86400
+LEVEL_OF = {HOUR: "h", DAY: "d"}
+# An hour (a day) is folded this long after it ends: its last minutes are written by then.
+FOLD_GRACE = timedelta(seconds=90)
+WRITE_CHUNK = 50  # minutes per bulk write, with a pause after each like the device flush
+# A minute keeps at most this many series: a device that names a new field in every
+# message grows its documents by this much at most, not by a field per message.
+MAX_SERIES = 100
+MAX_FOLDED = 200  # an hour or a day keeps the series with the most values, at most this many
+# Recovery reads messages stored after the last flush of the process that stopped, up
+# to this long after it last wrote (it wrote every second while it could store anything).
+RECOVERY_WINDOW = timedelta(minutes=5)
+TAIL_FIELDS = {"device_id": 1, "topic": 1, "received_at": 1, "data": 1, "kind": 1, "seq": 1, "direction": 1}
+
+
+def process_of(object_id):
+    """The process part of an ObjectId: the bridge process that received the message."""
+    return object_id.binary[4:9].hex()
+
+
+@dataclass
+class MinuteDelta:
+    """What one device's messages added to one minute since the last flush."""
+
+    device_id: str
+    start: datetime
+    count: int = 0
+    lo_seq: int = 0
+    hi_seq: int = 0
+    first_id: ObjectId = None
+    last_id: ObjectId = None
+    stats: dict = field(default_factory=dict)  # series key -> count, sum, min, max
+    names: dict = field(default_factory=dict)  # series key -> name
+    last: dict = field(default_factory=dict)  # series key -> {"at", "v"}
+
+    def add(self, doc, keys_seen):
+        """Fold one stored inbound message in; `keys_seen` caps the series of this minute."""
+        if self.count == 0:
+            self.first_id, self.lo_seq = doc["_id"], doc["seq"]
+        self.count += 1
+        self.last_id, self.hi_seq = doc["_id"], doc["seq"]
+        if doc.get("kind") != "json" or "data" not in doc:
+            return
+        for path, value in numeric_fields(doc["data"]):
+            name = series_name(doc["topic"], path)
+            key = series_key(name)
+            stats = self.stats.get(key)
+            if stats is not None:
+                add_value(stats, value)
+            elif key in keys_seen or len(keys_seen) < MAX_SERIES:
+                keys_seen.add(key)
+                self.stats[key], self.names[key] = new_stats(value), name
+            else:
+                metrics.series_refused.inc()
+                continue
+            self.last[key] = {"at": doc["received_at"], "v": value}
+
+    def update(self, process):
+        """The upsert that adds this delta to its minute's document, and notes its newest message id."""
+        query = {"device_id": self.device_id, "level": "m", "start": self.start}
+        inc, low, high = {"c": self.count}, {"lo_seq": self.lo_seq}, {"hi_seq": self.hi_seq}
+        high[f"w.{process}"] = self.last_id
+        for key, stats in self.stats.items():
+            inc[f"f.{key}.n"], inc[f"f.{key}.s"] = stats["n"], stats["s"]
+            low[f"f.{key}.lo"], high[f"f.{key}.hi"] = stats["lo"], stats["hi"]
+            high[f"last.{key}"] = self.last[key]
+        update = {"$inc": inc, "$min": low, "$max": high}
+        if self.names:
+            update["$set"] = {f"names.{key}": name for key, name in self.names.items()}
+        return UpdateOne(query, update, upsert=True)
+
+
+class RollupBook:
+    """The minutes of this bridge process not yet written, and the hours and days to fold."""
+
+    def __init__(self, process=None):
+        self.process = process or process_of(ObjectId())
+        self.open = {}  # (device id, minute) -> MinuteDelta
+        self.writing = None  # the deltas a flush took, until they are written
+        self.keys = {}  # (device id, minute) -> series keys it holds (the cap)
+        self.hours, self.days = set(), set()
+        self.through = self.writing_through = self.saved_through = None
+
+    def record(self, docs, through=None):
+        """Fold stored messages in, each device's oldest first; `through` as for `DeviceBook.record`."""
+        for doc in docs:
+            if doc.get("direction", "in") != "in" or doc.get("seq") is None:
+                continue
+            slot = (doc["device_id"], floor_time(doc["received_at"], MINUTE))
+            delta = self.open.get(slot)
+            if delta is None:
+                delta = self.open[slot] = MinuteDelta(*slot)
+            delta.add(doc, self.keys.setdefault(slot, set()))
+        if through is not None:
+            self.through = through
+
+    def take(self):
+        """The deltas to write, and whether a failed flush took them already (some may be written)."""
+        if self.writing is not None:
+            return self.writing, True
+        self.writing, self.open = list(self.open.values()), {}
+        self.writing_through = self.through
+        return self.writing, False
+
+    def written(self, now):
+        """The taken deltas are in the database: note their hours to fold, forget old caps."""
+        for delta in self.writing:
+            self.hours.add((delta.device_id, floor_time(delta.start, HOUR)))
+        self.writing = None
+        old = now - FOLD_GRACE - timedelta(seconds=MINUTE)
+        self.keys = {slot: keys for slot, keys in self.keys.items() if slot[1] >= old}
+
+
+def rollups_collection():
+    """The `telemetry` collection, journaled like the writes acks rest on."""
+    return Rollup._get_collection().with_options(write_concern=JOURNALED)
+
+
+def flush_rollups(book, client_id, pause=None):
+    """Write the changed minutes, then note how far this process's messages are written; how many."""
+    deltas, retried = book.take()
+    collection = rollups_collection()
+    for first in range(0, len(deltas), WRITE_CHUNK):
+        write_deltas(collection, deltas[first : first + WRITE_CHUNK], book.process, pause, checked=retried)
+    book.written(datetime.now(UTC))
+    if book.writing_through is not None and book.writing_through != book.saved_through:
+        save_progress(client_id, book.process, book.writing_through)
+        book.saved_through = book.writing_through
+    return len(deltas)
+
+
+def write_deltas(collection, deltas, process, pause=None, checked=False):
+    """One bulk of upserts; `checked` first leaves out the deltas the minutes already hold.
+
+    Checking costs a read per minute, so only a retried flush does it: after a failed
+    write, some of its deltas may be in the database.
+    """
+    started = datetime.now(UTC)
+    if checked:
+        deltas = [delta for delta in deltas if not _holds(collection, delta, process)]
+    try:
+        if deltas:
+            collection.bulk_write([delta.update(process) for delta in deltas], ordered=False)
+    except BulkWriteError as exc:
+        clashed = []
+        for error in exc.details["writeErrors"]:
+            delta = deltas[error["index"]]
+            if error.get("code") == DUPLICATE_KEY:
+                clashed.append(delta)  # another bridge made the minute's document at the same moment
+            else:  # a minute that cannot take more (too large): say so, go on
+                log.error(
+                    "rollup of %s at %s not written: %s", delta.device_id, delta.start, error.get("errmsg")
+                )
+        if clashed:
+            collection.bulk_write([delta.update(process) for delta in clashed], ordered=False)
+    if pause is not None:
+        pause((datetime.now(UTC) - started).total_seconds())
+
+
+def _holds(collection, delta, process):
+    """Whether the delta's minute already holds its messages (its newest id from `process` is at least the delta's first)."""
+    query = {"device_id": delta.device_id, "level": "m", "start": delta.start}
+    found = collection.find_one(query, {f"w.{process}": 1}) or {}
+    mark = (found.get("w") or {}).get(process)
+    return mark is not None and mark >= delta.first_id
+
+
+def progress_id(client_id):
+    """The `ingest_state` document that says how far a bridge's rollups are written."""
+    return f"telemetry:{client_id}"
+
+
+def save_progress(client_id, process, through):
+    """Every message of `process` up to `through` is in its minutes' rollups."""
+    IngestState._get_collection().with_options(write_concern=JOURNALED).update_one(
+        {"_id": progress_id(client_id)},
+        {"$set": {"process": process, "through": through, "updated_at": datetime.now(UTC)}},
+        upsert=True,
+    )
+
+
+def recover_rollups(book, client_id):
+    """Add the messages the previous process of this bridge stored but had not rolled up; how many."""
+    state = IngestState._get_collection().find_one({"_id": progress_id(client_id)})
+    if not state or state.get("process") in (None, book.process):
+        return 0
+    old = state["process"]
+    until = ObjectId.from_datetime(state["updated_at"] + RECOVERY_WINDOW)
+    query = {"_id": {"$gt": state["through"], "$lt": until}}
+    tail = [doc for doc in Message._get_collection().find(query, TAIL_FIELDS, sort=[("_id", 1)])]
+    tail = [doc for doc in tail if process_of(doc["_id"]) == old]
+    lost = RollupBook(old)
+    lost.record(_not_yet_folded(tail, old))
+    deltas, _ = lost.take()
+    for first in range(0, len(deltas), WRITE_CHUNK):
+        write_deltas(rollups_collection(), deltas[first : first + WRITE_CHUNK], old)
+    book.hours.update((d.device_id, floor_time(d.start, HOUR)) for d in deltas)
+    if tail:
+        log.warning("added %d messages of the previous bridge process to the rollups", len(tail))
+    save_progress(client_id, book.process, tail[-1]["_id"] if tail else state["through"])
+    return len(tail)
+
+
+def _not_yet_folded(tail, process):
+    """The messages of `tail` above what their minutes already hold from `process`."""
+    slots = {(doc["device_id"], floor_time(doc["received_at"], MINUTE)) for doc in tail}
+    held = {}
+    for device_id, start in slots:
+        found = Rollup._get_collection().find_one(
+            {"device_id": device_id, "level": "m", "start": start}, {f"w.{process}": 1}
+        )
+        held[(device_id, start)] = ((found or {}).get("w") or {}).get(process)
+    return [
+        doc
+        for doc in tail
+        if (mark := held[(doc["device_id"], floor_time(doc["received_at"], MINUTE))]) is None
+        or doc["_id"] > mark
+    ]
+
+
+def fold_closed(book, now=None, pause=None):
+    """Fold the hours (then days) this process wrote minutes of, once they have ended; how many."""
+    now = now or datetime.now(UTC)
+    folded = 0
+    for spans, size, parents in ((book.hours, HOUR, book.days), (book.days, DAY, None)):
+        for device_id, start in sorted(
+            s for s in spans if s[1] + timedelta(seconds=size) + FOLD_GRACE <= now
+        ):
+            started = datetime.now(UTC)
+            fold(device_id, LEVEL_OF[size], start)
+            spans.discard((device_id, start))
+            if parents is not None:
+                parents.add((device_id, floor_time(start, DAY)))
+            folded += 1
+            if pause is not None:
+                pause((datetime.now(UTC) - started).total_seconds())
+    return folded
+
+
+def fold(device_id, level, start):
+    """Write a device's hour (day) document from its minutes (hours): buckets within, totals, names, newest values."""
+    low = seconds_since_epoch(start)
+    found = gather(device_id, low, low + SPAN[level], SUB[level], below=level)
+    totals, within = {}, {}
+    for moment, by_key in found.buckets.items():
+        offset = str(int((moment - low) // SUB[level]))
+        for key, stats in by_key.items():
+            within.setdefault(key, {})[offset] = stats
+            held = totals.get(key)
+            totals[key] = dict(stats) if held is None else merge_stats(held, stats)
+    kept = sorted(totals, key=lambda key: -totals[key]["n"])[:MAX_FOLDED]
+    doc = {
+        "device_id": device_id,
+        "level": level,
+        "start": start,
+        "c": found.count,
+        "lo_seq": found.lo_seq,
+        "hi_seq": found.hi_seq,
+        "f": {key: totals[key] for key in kept},
+        "b": {key: within[key] for key in kept},
+        "names": {key: found.names[key] for key in kept if key in found.names},
+        "last": {key: found.last[key] for key in kept if key in found.last},
+    }
+    query = {"device_id": device_id, "level": level, "start": start}
+    rollups_collection().replace_one(query, doc, upsert=True)
