@@ -25,7 +25,7 @@ from carweb.firmware.forms import DeviceUpdateForm
 from carweb.fleet import device_page, register_device
 from carweb.history import HistoryQuery, decode_cursor, message_page
 from carweb.live import device_summary, job_summary, message_summary
-from carweb.models import Device, DeviceToken, Message
+from carweb.models import Device, DeviceToken, Message, Rollup
 from carweb.models.user import ADMINS, OPERATORS
 from carweb.ota.jobs import latest_jobs
 from carweb.telemetry.charts import chart, chart_rows, iso_time, recent_series
@@ -204,6 +204,7 @@ def delete(device_id):
     form = DeleteForm()
     if form.validate_on_submit():
         deleted = Message.objects(device_id=device_id).delete()
+        Rollup.objects(device_id=device_id).delete()
         device.delete()
         audit.record("device deleted", device_id, messages=deleted)
         flash(f"Device {device_id} and its {deleted} messages were deleted.", "success")

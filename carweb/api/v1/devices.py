@@ -34,6 +34,20 @@ EXPORT_CONTENT = {
     FORMATS["ndjson"]: {"schema": {"type": "string", "description": "One JSON object per line"}},
 }
 
+CHART_CONTENT = {
+    "application/json": {"schema": ChartOut},
+    "text/csv": {
+        "schema": {"type": "string", "description": "format=csv: series, time, min, max, mean, count"}
+    },
+}
+
+# Many long series names make a long address: the server in front (gunicorn: 4,094 bytes
+# of request line; nginx: 8 KiB) refuses it before carweb sees it, with a page of its own.
+URI_TOO_LONG = {
+    "description": "The address is longer than the server in front of carweb takes: ask for fewer series at once",
+    "content": {"text/html": {"schema": {"type": "string"}}},
+}
+
 
 def cursor_text(value):
     """A page cursor as the API hands it out: text, or None at the end of a list."""
@@ -88,8 +102,9 @@ def export(device_id, format, **filters):
 
 @blp.route("/<device_id>/telemetry")
 @blp.arguments(TelemetryArgs, location="query", as_kwargs=True)
-@blp.response(200, ChartOut)
-@blp.alt_response(200, description="format=csv: series, time, min, max, mean, count", content_type="text/csv")
+@blp.doc(
+    responses={"200": {"description": "The series in buckets", "content": CHART_CONTENT}, "414": URI_TOO_LONG}
+)
 def telemetry(device_id, **args):
     """A device's numeric series over a time range, as at most `points` buckets of min, max and mean."""
     return chart_response(device_or_404(device_id), **args)
