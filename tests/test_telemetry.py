@@ -236,7 +236,7 @@ def test_a_device_naming_a_new_field_in_every_message_is_capped_per_minute(app):
 
 def test_the_page_lists_recent_series_with_their_newest_value(three_hours):
     pairs, _, _ = three_hours
-    listed = {s["name"]: s for s in recent_series("car")}
+    listed = {s["name"]: s for s in recent_series(Device.objects.get(device_id="car"))}
     assert sorted(listed) == sorted(NAMES)
     last_msg, last_at = pairs[-1]
     assert listed["telemetry: speed"]["value"] == json.loads(last_msg.payload)["speed"]

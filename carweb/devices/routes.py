@@ -2,6 +2,7 @@
 
 import csv
 import io
+from datetime import UTC, datetime
 
 from bson import ObjectId
 from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
@@ -28,7 +29,7 @@ from carweb.live import device_summary, job_summary, message_summary
 from carweb.models import Device, DeviceToken, Message, Rollup
 from carweb.models.user import ADMINS, OPERATORS
 from carweb.ota.jobs import latest_jobs
-from carweb.telemetry.charts import chart, chart_rows, iso_time, recent_series
+from carweb.telemetry.charts import PAGE_RANGES, chart, chart_rows, first_chart_query, iso_time, recent_series
 from carweb.users.forms import RevokeForm
 from carweb.users.tokens import revoke_token
 
@@ -127,6 +128,8 @@ def render_device(device, new_token=None, token_form=None):
         page = message_page(device, query, known_seq=stored_seq(device_id))
     else:
         page = None
+    series = recent_series(device)
+    chart = first_chart_query(request.args, series, datetime.now(UTC))
     html = render_template(
         "devices/show.html",
         device=device,
@@ -142,7 +145,9 @@ def render_device(device, new_token=None, token_form=None):
         token_form=token_form or DeviceTokenForm(),
         revoke=RevokeForm(),
         new_token=new_token,
-        series=recent_series(device_id),
+        series=series,
+        chart_ranges=PAGE_RANGES,
+        chart_url=url_for("devices.telemetry", device_id=device_id, **chart) if chart else None,
     )
     refused = page is None or (token_form is not None and token_form.errors)
     return html, 400 if refused else 200  # the page says what is wrong
@@ -163,7 +168,7 @@ def telemetry(device_id):
 
 def chart_response(device, series, points, format, since=None, until=None):
     """The chart of `series` (the device's recent ones when empty) as JSON or as a CSV download."""
-    names = series or [found["name"] for found in recent_series(device.device_id)]
+    names = series or [found["name"] for found in recent_series(device)]
     result = chart(device, names, since, until, points, known_seq=stored_seq(device.device_id))
     if format == "csv":
         out = io.StringIO()

@@ -2,40 +2,44 @@
 (function () {
   "use strict";
   var root = document.getElementById("telemetry");
-  if (!root || !window.uPlot) return;
+  if (!root) return;
   var list = document.getElementById("series-list");
   var rowTemplate = document.getElementById("series-template");
   var noSeries = document.getElementById("no-series");
   var note = document.getElementById("chart-note");
   var chartsEl = document.getElementById("charts");
   var custom = document.getElementById("chart-custom");
-  var RANGES = { "15m": 900, "1h": 3600, "1d": 86400, "1w": 604800, "all": null };
-  var DEFAULT_SERIES = 3; // checked when the page opens without a choice in its address
+  var RANGES = JSON.parse(root.dataset.ranges); // seconds of each range button (null: all)
+  var POINTS = 1000;
   var state = { range: "1h", since: null, until: null, series: [] };
+  var firstUrl = root.dataset.firstUrl; // the server named it in the page's head: already loading
   var plots = []; // {name, plot, data: [xs, mean, min, max], counts}
   var bucket = 1; // seconds per bucket of the drawn charts
+  var view = [0, 1]; // the time range the charts show: the one asked for, sliding while live
   var loading = 0;
 
-  function readHash() {
-    var params = new URLSearchParams(window.location.hash.slice(1));
-    if (params.get("range") in RANGES) state.range = params.get("range");
-    if (params.get("since") && params.get("until")) {
-      state.since = Number(params.get("since"));
-      state.until = Number(params.get("until"));
+  /* The chart's state lives in the page's query string (chart_*), beside the history's filters. */
+  function readAddress() {
+    var params = new URLSearchParams(window.location.search);
+    if (params.get("chart_range") in RANGES) state.range = params.get("chart_range");
+    if (params.get("chart_since") && params.get("chart_until")) {
+      state.since = Number(params.get("chart_since"));
+      state.until = Number(params.get("chart_until"));
     }
-    state.series = params.getAll("series");
+    state.series = params.getAll("chart_series");
   }
 
-  function writeHash() {
-    var params = new URLSearchParams();
+  function writeAddress() {
+    var params = new URLSearchParams(window.location.search);
+    ["chart_range", "chart_since", "chart_until", "chart_series"].forEach(function (name) { params.delete(name); });
     if (state.since !== null) {
-      params.set("since", String(state.since));
-      params.set("until", String(state.until));
+      params.set("chart_since", String(state.since));
+      params.set("chart_until", String(state.until));
     } else {
-      params.set("range", state.range);
+      params.set("chart_range", state.range);
     }
-    state.series.forEach(function (name) { params.append("series", name); });
-    history.replaceState(null, "", "#" + params.toString());
+    state.series.forEach(function (name) { params.append("chart_series", name); });
+    history.replaceState(null, "", window.location.pathname + "?" + params.toString() + window.location.hash);
   }
 
   function boxes() { return Array.prototype.slice.call(list.querySelectorAll('input[name="series"]')); }
@@ -52,27 +56,32 @@
   /* The live charts slide with time: a preset range that ends now, not a custom or zoomed one. */
   function isLive() { return state.since === null; }
 
-  function load() {
-    writeHash();
-    syncBoxes();
-    if (!state.series.length) { draw({ series: [], bucket_seconds: 1 }); return; }
+  function chartUrl() {
     var params = new URLSearchParams();
     state.series.forEach(function (name) { params.append("series", name); });
-    params.set("points", String(Math.max(100, Math.min(1000, Math.floor(chartsEl.clientWidth || 800)))));
+    params.set("points", String(POINTS));
     if (state.since !== null) {
       params.set("since", iso(state.since));
       params.set("until", iso(state.until));
     } else if (RANGES[state.range] !== null) {
       params.set("since", iso(Date.now() / 1000 - RANGES[state.range]));
     }
+    return root.dataset.url + "?" + params.toString();
+  }
+
+  function load(url) {
+    writeAddress();
+    syncBoxes();
+    if (!state.series.length) { draw({ series: [], bucket_seconds: 1 }); return; }
     var current = ++loading;
     note.textContent = "loading…";
-    fetch(root.dataset.url + "?" + params.toString(), { credentials: "same-origin", headers: { Accept: "application/json" } })
+    /* The same mode and credentials as the preload in the page's head, so the browser reuses it. */
+    fetch(url || chartUrl(), { mode: "cors", credentials: "same-origin" })
       .then(function (response) {
         if (!response.ok) throw new Error("the server answered " + response.status);
         return response.json();
       })
-      .then(function (data) { if (current === loading) draw(data); })
+      .then(function (data) { if (current === loading) whenReady(function () { draw(data); }); })
       .catch(function (err) { if (current === loading) note.textContent = "The chart could not be loaded: " + err.message; });
   }
 
@@ -107,7 +116,7 @@
       height: 180,
       tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"); },
       cursor: { drag: { x: true, y: false, setScale: false }, sync: { key: "carweb-charts" } },
-      scales: { x: { time: true } },
+      scales: { x: { time: true, range: function () { return [view[0], view[1]]; } } },
       series: [
         { label: "UTC", value: function (u, v) { return v === null ? "—" : carwebFormatTime(new Date(v * 1000).toISOString()); } },
         { label: "mean", stroke: "#2556c7", width: 1.5 },
@@ -139,8 +148,14 @@
     var to = u.posToVal(u.select.left + u.select.width, "x");
     u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
     state.since = Math.floor(from * 1000) / 1000;
-    state.until = Math.ceil(to * 1000) / 1000;
+    state.until = Math.ceil(to * 1000) / 1000 + 0.001; // the newest point's own millisecond too
     load();
+  }
+
+  /* Data can arrive before uPlot has loaded: draw once the document's scripts have run. */
+  function whenReady(then) {
+    if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", then);
+    else then();
   }
 
   function draw(data) {
@@ -148,6 +163,7 @@
     plots = [];
     chartsEl.textContent = "";
     bucket = data.bucket_seconds || 1;
+    if (data.since) view = [Date.parse(data.since) / 1000, Date.parse(data.until) / 1000];
     var width = chartsEl.clientWidth || 800;
     data.series.forEach(function (series) {
       var el = document.createElement("div");
@@ -187,6 +203,7 @@
       push(entry.data, entry.counts, [Math.floor(t / bucket) * bucket, value, value, value, 1]);
     }
     var span = RANGES[state.range];
+    view = [span === null ? view[0] : Math.max(view[0], t - span), Math.max(view[1], t)];
     while (span !== null && xs.length > 1 && xs[0] < t - span) {
       entry.data.forEach(function (column) { column.shift(); });
       entry.counts.shift();
@@ -248,9 +265,11 @@
     load();
   });
 
-  readHash();
-  if (!state.series.length) state.series = boxes().slice(0, DEFAULT_SERIES).map(function (box) { return box.value; });
-  var socket = carwebLive(function (s, ready) { ready(); });
-  socket.on("messages", onMessages);
-  load();
+  readAddress();
+  if (firstUrl) state.series = new URLSearchParams(firstUrl.split("?")[1]).getAll("series");
+  load(firstUrl || null);
+  /* The page's other scripts (uPlot, the live connection) run after this one. */
+  document.addEventListener("DOMContentLoaded", function () {
+    carwebLive(function (s, ready) { ready(); }).on("messages", onMessages);
+  });
 })();
