@@ -14,6 +14,7 @@ messages stored after the process's last flush (`recover_rollups`).
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from bson import ObjectId
 from pymongo import UpdateOne
@@ -25,10 +26,9 @@ from carweb.models import Message, Rollup
 from carweb.models.state import IngestState
 from carweb.telemetry.charts import SPAN, SUB, gather
 from carweb.telemetry.series import (
-    add_value,
     floor_time,
+    from_seconds,
     merge_stats,
-    new_stats,
     numeric_fields,
     seconds_since_epoch,
     series_key,
@@ -67,45 +67,69 @@ class MinuteDelta:
     hi_seq: int = 0
     first_id: ObjectId = None
     last_id: ObjectId = None
-    stats: dict = field(default_factory=dict)  # series key -> count, sum, min, max
+    stats: dict = field(default_factory=dict)  # series key -> [count, sum, min, max]
     names: dict = field(default_factory=dict)  # series key -> name
-    last: dict = field(default_factory=dict)  # series key -> {"at", "v"}
+    last: dict = field(default_factory=dict)  # series key -> (time, value)
 
     def add(self, doc, keys_seen):
-        """Fold one stored inbound message in; `keys_seen` caps the series of this minute."""
+        """Fold one stored inbound message in; `keys_seen` caps the series of this minute.
+
+        Plain lists and tuples, no calls per value: this runs on every message in the
+        bridge's finisher, before the acks.
+        """
         if self.count == 0:
             self.first_id, self.lo_seq = doc["_id"], doc["seq"]
         self.count += 1
         self.last_id, self.hi_seq = doc["_id"], doc["seq"]
         if doc.get("kind") != "json" or "data" not in doc:
             return
+        topic, at, by_key = doc["topic"], doc["received_at"], self.stats
         for path, value in numeric_fields(doc["data"]):
-            name = series_name(doc["topic"], path)
-            key = series_key(name)
-            stats = self.stats.get(key)
+            key, name = series_of(topic, path)
+            stats = by_key.get(key)
             if stats is not None:
-                add_value(stats, value)
+                stats[0] += 1
+                stats[1] += value
+                if value < stats[2]:
+                    stats[2] = value
+                elif value > stats[3]:
+                    stats[3] = value
             elif key in keys_seen or len(keys_seen) < MAX_SERIES:
                 keys_seen.add(key)
-                self.stats[key], self.names[key] = new_stats(value), name
+                by_key[key], self.names[key] = [1, value, value, value], name
             else:
                 metrics.series_refused.inc()
                 continue
-            self.last[key] = {"at": doc["received_at"], "v": value}
+            self.last[key] = (at, value)
 
     def update(self, process):
         """The upsert that adds this delta to its minute's document, and notes its newest message id."""
         query = {"device_id": self.device_id, "level": "m", "start": self.start}
         inc, low, high = {"c": self.count}, {"lo_seq": self.lo_seq}, {"hi_seq": self.hi_seq}
         high[f"w.{process}"] = self.last_id
-        for key, stats in self.stats.items():
-            inc[f"f.{key}.n"], inc[f"f.{key}.s"] = stats["n"], stats["s"]
-            low[f"f.{key}.lo"], high[f"f.{key}.hi"] = stats["lo"], stats["hi"]
-            high[f"last.{key}"] = self.last[key]
+        for key, (count, total, lowest, highest) in self.stats.items():
+            inc[f"f.{key}.n"], inc[f"f.{key}.s"] = count, total
+            low[f"f.{key}.lo"], high[f"f.{key}.hi"] = lowest, highest
+            at, value = self.last[key]
+            high[f"last.{key}"] = {"at": at, "v": value}
         update = {"$inc": inc, "$min": low, "$max": high}
         if self.names:
             update["$set"] = {f"names.{key}": name for key, name in self.names.items()}
         return UpdateOne(query, update, upsert=True)
+
+
+@lru_cache(maxsize=65536)
+def series_of(topic, path):
+    """(key, name) of the series at `path` in messages on `topic` (devices repeat both all day)."""
+    name = series_name(topic, path)
+    return series_key(name), name
+
+
+def minute_of(moment):
+    """The minute (since 1970) a message was received in; naive times are UTC, as pymongo returns them."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp()) // MINUTE
 
 
 class RollupBook:
@@ -113,22 +137,23 @@ class RollupBook:
 
     def __init__(self, process=None):
         self.process = process or process_of(ObjectId())
-        self.open = {}  # (device id, minute) -> MinuteDelta
+        self.open = {}  # (device id, minute since 1970) -> MinuteDelta
         self.writing = None  # the deltas a flush took, until they are written
-        self.keys = {}  # (device id, minute) -> series keys it holds (the cap)
+        self.keys = {}  # (device id, minute since 1970) -> series keys it holds (the cap)
         self.hours, self.days = set(), set()
         self.through = self.writing_through = self.saved_through = None
 
     def record(self, docs, through=None):
         """Fold stored messages in, each device's oldest first; `through` as for `DeviceBook.record`."""
+        deltas, keys = self.open, self.keys
         for doc in docs:
             if doc.get("direction", "in") != "in" or doc.get("seq") is None:
                 continue
-            slot = (doc["device_id"], floor_time(doc["received_at"], MINUTE))
-            delta = self.open.get(slot)
+            slot = (doc["device_id"], minute_of(doc["received_at"]))
+            delta = deltas.get(slot)
             if delta is None:
-                delta = self.open[slot] = MinuteDelta(*slot)
-            delta.add(doc, self.keys.setdefault(slot, set()))
+                delta = deltas[slot] = MinuteDelta(slot[0], from_seconds(slot[1] * MINUTE))
+            delta.add(doc, keys.setdefault(slot, set()))
         if through is not None:
             self.through = through
 
@@ -145,13 +170,18 @@ class RollupBook:
         for delta in self.writing:
             self.hours.add((delta.device_id, floor_time(delta.start, HOUR)))
         self.writing = None
-        old = now - FOLD_GRACE - timedelta(seconds=MINUTE)
+        old = minute_of(now - FOLD_GRACE) - 1
         self.keys = {slot: keys for slot, keys in self.keys.items() if slot[1] >= old}
 
 
 def rollups_collection():
-    """The `telemetry` collection, journaled like the writes acks rest on."""
-    return Rollup._get_collection().with_options(write_concern=JOURNALED)
+    """The `telemetry` collection, with the server's default write concern.
+
+    Nothing is acked on these writes: what they hold is durable once the journaled
+    progress mark after them is (the journal is one sequence), and until then a
+    restart adds those messages again.
+    """
+    return Rollup._get_collection()
 
 
 def flush_rollups(book, client_id, pause=None):
@@ -256,14 +286,18 @@ def _not_yet_folded(tail, process):
     ]
 
 
-def fold_closed(book, now=None, pause=None):
-    """Fold the hours (then days) this process wrote minutes of, once they have ended; how many."""
+def fold_closed(book, now=None, pause=None, limit=None):
+    """Fold the hours (then days) this process wrote minutes of, once they have ended, oldest first; how many.
+
+    At most `limit` a call: at the end of an hour every device that spoke in it is due,
+    and the flush that calls this must go on writing devices and minutes meanwhile
+    (charts read an hour's minutes until it is folded).
+    """
     now = now or datetime.now(UTC)
     folded = 0
     for spans, size, parents in ((book.hours, HOUR, book.days), (book.days, DAY, None)):
-        for device_id, start in sorted(
-            s for s in spans if s[1] + timedelta(seconds=size) + FOLD_GRACE <= now
-        ):
+        due = sorted(s for s in spans if s[1] + timedelta(seconds=size) + FOLD_GRACE <= now)
+        for device_id, start in due if limit is None else due[: max(limit - folded, 0)]:
             started = datetime.now(UTC)
             fold(device_id, LEVEL_OF[size], start)
             spans.discard((device_id, start))

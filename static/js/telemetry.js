@@ -152,10 +152,10 @@
     load();
   }
 
-  /* Data can arrive before uPlot has loaded: draw once the document's scripts have run. */
+  /* Data can arrive before uPlot has loaded (the script after this one): then draw once the document's scripts have run. */
   function whenReady(then) {
-    if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", then);
-    else then();
+    if (window.uPlot || document.readyState !== "loading") then();
+    else document.addEventListener("DOMContentLoaded", then);
   }
 
   function draw(data) {
