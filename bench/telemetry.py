@@ -29,7 +29,8 @@ from bson import ObjectId
 
 from bench.latency import percentile
 from bench.stack import benchmark_stack
-from carweb.bridge.rollups import RollupBook, flush_rollups, fold_closed
+from carweb.bridge.folds import fold_closed
+from carweb.bridge.rollups import RollupBook, flush_rollups
 from carweb.models import Device, Message
 from carweb.upgrade import prepare_database
 

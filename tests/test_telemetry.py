@@ -11,18 +11,19 @@ import pytest
 from carweb.bridge.book import DeviceBook
 from carweb.bridge.documents import build_documents
 from carweb.bridge.flush import flush_devices
+from carweb.bridge.folds import fold_closed
 from carweb.bridge.ingest import prepare_batch, store_messages
 from carweb.bridge.rollups import (
     MAX_SERIES,
     RollupBook,
     flush_rollups,
-    fold_closed,
     recover_rollups,
     rollups_collection,
     write_deltas,
 )
 from carweb.models import Device, Message, Rollup
-from carweb.telemetry.charts import RAW_MAX, chart, recent_series
+from carweb.telemetry.charts import RAW_MAX, chart
+from carweb.telemetry.page import recent_series
 from carweb.telemetry.series import (
     MAX_FIELDS,
     message_points,
@@ -223,6 +224,21 @@ def test_a_flush_retried_after_a_failed_write_writes_each_minute_once(app):
     flush_rollups(rollups, "retrying-bridge")
     device = Device.objects.get(device_id="retry")
     assert_exact(chart(device, NAMES, T0, T0 + timedelta(minutes=10), points=10, now=T0), pairs)
+
+
+def test_two_bridges_adding_to_the_same_minutes_add_up(app):
+    """A shared subscription splits one device's messages between bridges: both write its minutes."""
+    pairs = car_messages("shared", T0, 300, 1)
+    book, ours, theirs = DeviceBook(), RollupBook(), RollupBook(process="0d0d0d0d0d")
+    stored = store_messages(book, prepare_batch(book, build_documents(pairs, MAX_PAYLOAD)))
+    book.record(stored)
+    flush_devices(book)
+    ours.record(stored[0::2])
+    theirs.record(stored[1::2])
+    flush_rollups(theirs, "bridge-b")  # creates the minutes; ours then finds them there
+    flush_rollups(ours, "bridge-a")
+    device = Device.objects.get(device_id="shared")
+    assert_exact(chart(device, NAMES, T0, T0 + timedelta(minutes=5), points=5, now=T0), pairs)
 
 
 def test_a_device_naming_a_new_field_in_every_message_is_capped_per_minute(app):

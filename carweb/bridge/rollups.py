@@ -7,7 +7,7 @@ to the same minute. Each minute keeps, per bridge process, the newest message `_
 folded in (`w.<process>`): an update whose messages are already there matches nothing,
 its upsert clashes with the unique key and is skipped, so a retried flush or a recovery
 adds nothing twice. Closed hours and days are folded into one document each afterwards
-(`fold_closed`). What a crash loses in memory is added again at the next start from the
+(`folds.py`). What a crash loses in memory is added again at the next start from the
 messages stored after the process's last flush (`recover_rollups`).
 """
 
@@ -24,27 +24,23 @@ from carweb import metrics
 from carweb.bridge.ingest import DUPLICATE_KEY, JOURNALED
 from carweb.models import Message, Rollup
 from carweb.models.state import IngestState
-from carweb.telemetry.charts import SPAN, SUB, gather
 from carweb.telemetry.series import (
     floor_time,
     from_seconds,
-    merge_stats,
+    name_below,
     numeric_fields,
-    seconds_since_epoch,
     series_key,
-    series_name,
 )
 
 log = logging.getLogger(__name__)
 MINUTE, HOUR, DAY = 60, 3600, 86400
-LEVEL_OF = {HOUR: "h", DAY: "d"}
 # An hour (a day) is folded this long after it ends: its last minutes are written by then.
 FOLD_GRACE = timedelta(seconds=90)
 WRITE_CHUNK = 50  # minutes per bulk write, with a pause after each like the device flush
 # A minute keeps at most this many series: a device that names a new field in every
 # message grows its documents by this much at most, not by a field per message.
 MAX_SERIES = 100
-MAX_FOLDED = 200  # an hour or a day keeps the series with the most values, at most this many
+COMMON_SERIES = 32  # a device's minute with more series than this is watched for the cap
 # Recovery reads messages stored after the last flush of the process that stopped, up
 # to this long after it last wrote (it wrote every second while it could store anything).
 RECOVERY_WINDOW = timedelta(minutes=5)
@@ -56,7 +52,7 @@ def process_of(object_id):
     return object_id.binary[4:9].hex()
 
 
-@dataclass
+@dataclass(slots=True)
 class MinuteDelta:
     """What one device's messages added to one minute since the last flush."""
 
@@ -67,15 +63,16 @@ class MinuteDelta:
     hi_seq: int = 0
     first_id: ObjectId = None
     last_id: ObjectId = None
-    stats: dict = field(default_factory=dict)  # series key -> [count, sum, min, max]
-    names: dict = field(default_factory=dict)  # series key -> name
-    last: dict = field(default_factory=dict)  # series key -> (time, value)
+    # series key -> [count, sum, min, max, newest time, newest value, name]: one list per
+    # series, the name shared with every device's (thousands of these wait for a flush)
+    stats: dict = field(default_factory=dict)
+    fresh: bool = False  # this process has not written the minute yet: insert it whole
 
-    def add(self, doc, keys_seen):
-        """Fold one stored inbound message in; `keys_seen` caps the series of this minute.
+    def add(self, doc, wide):
+        """Fold one stored inbound message in; `wide` holds the series of minutes that have many (the cap).
 
-        Plain lists and tuples, no calls per value: this runs on every message in the
-        bridge's finisher, before the acks.
+        Plain lists, no calls per value: this runs on every message in the bridge's
+        finisher, before the acks.
         """
         if self.count == 0:
             self.first_id, self.lo_seq = doc["_id"], doc["seq"]
@@ -83,45 +80,71 @@ class MinuteDelta:
         self.last_id, self.hi_seq = doc["_id"], doc["seq"]
         if doc.get("kind") != "json" or "data" not in doc:
             return
-        topic, at, by_key = doc["topic"], doc["received_at"], self.stats
+        below, at, by_key = doc["topic"].partition("/")[2], doc["received_at"], self.stats
         for path, value in numeric_fields(doc["data"]):
-            key, name = series_of(topic, path)
+            key, name = series_of(below, path)
             stats = by_key.get(key)
-            if stats is not None:
-                stats[0] += 1
-                stats[1] += value
-                if value < stats[2]:
-                    stats[2] = value
-                elif value > stats[3]:
-                    stats[3] = value
-            elif key in keys_seen or len(keys_seen) < MAX_SERIES:
-                keys_seen.add(key)
-                by_key[key], self.names[key] = [1, value, value, value], name
-            else:
-                metrics.series_refused.inc()
+            if stats is None:
+                if not self._room_for(key, wide):
+                    metrics.series_refused.inc()
+                    continue
+                by_key[key] = [1, value, value, value, at, value, name]
                 continue
-            self.last[key] = (at, value)
+            stats[0] += 1
+            stats[1] += value
+            if value < stats[2]:
+                stats[2] = value
+            elif value > stats[3]:
+                stats[3] = value
+            stats[4], stats[5] = at, value
+
+    def _room_for(self, key, wide):
+        """Whether the minute may take one more series (MAX_SERIES).
+
+        A minute's series are remembered across flushes only once a delta holds more
+        than COMMON_SERIES of them, so a car's few series cost no set per minute.
+        """
+        slot = (self.device_id, self.start)
+        held = wide.get(slot)
+        if held is None:
+            if len(self.stats) < COMMON_SERIES:
+                return True
+            held = wide[slot] = set(self.stats)
+        if key in held or len(held) < MAX_SERIES:
+            held.add(key)
+            return True
+        return False
+
+    def document(self, process):
+        """The minute's whole document, when this delta is all it holds."""
+        doc = {"device_id": self.device_id, "level": "m", "start": self.start, "c": self.count}
+        doc.update(lo_seq=self.lo_seq, hi_seq=self.hi_seq, w={process: self.last_id}, f={}, names={}, last={})
+        for key, (count, total, lowest, highest, at, value, name) in self.stats.items():
+            doc["f"][key] = {"n": count, "s": total, "lo": lowest, "hi": highest}
+            doc["names"][key], doc["last"][key] = name, {"at": at, "v": value}
+        return doc
 
     def update(self, process):
         """The upsert that adds this delta to its minute's document, and notes its newest message id."""
         query = {"device_id": self.device_id, "level": "m", "start": self.start}
         inc, low, high = {"c": self.count}, {"lo_seq": self.lo_seq}, {"hi_seq": self.hi_seq}
         high[f"w.{process}"] = self.last_id
-        for key, (count, total, lowest, highest) in self.stats.items():
+        names = {}
+        for key, (count, total, lowest, highest, at, value, name) in self.stats.items():
             inc[f"f.{key}.n"], inc[f"f.{key}.s"] = count, total
             low[f"f.{key}.lo"], high[f"f.{key}.hi"] = lowest, highest
-            at, value = self.last[key]
             high[f"last.{key}"] = {"at": at, "v": value}
+            names[f"names.{key}"] = name
         update = {"$inc": inc, "$min": low, "$max": high}
-        if self.names:
-            update["$set"] = {f"names.{key}": name for key, name in self.names.items()}
+        if names:
+            update["$set"] = names
         return UpdateOne(query, update, upsert=True)
 
 
-@lru_cache(maxsize=65536)
-def series_of(topic, path):
-    """(key, name) of the series at `path` in messages on `topic` (devices repeat both all day)."""
-    name = series_name(topic, path)
+@lru_cache(maxsize=4096)
+def series_of(below, path):
+    """(key, name) of the series at `path` on a topic `below` the device id: every car of a fleet shares them."""
+    name = name_below(below, path)
     return series_key(name), name
 
 
@@ -139,13 +162,14 @@ class RollupBook:
         self.process = process or process_of(ObjectId())
         self.open = {}  # (device id, minute since 1970) -> MinuteDelta
         self.writing = None  # the deltas a flush took, until they are written
-        self.keys = {}  # (device id, minute since 1970) -> series keys it holds (the cap)
+        self.wide = {}  # (device id, minute start) -> series keys, of minutes with many (the cap)
+        self.minutes = set()  # (device id, minute start) this process has written, lately
         self.hours, self.days = set(), set()
         self.through = self.writing_through = self.saved_through = None
 
     def record(self, docs, through=None):
         """Fold stored messages in, each device's oldest first; `through` as for `DeviceBook.record`."""
-        deltas, keys = self.open, self.keys
+        deltas, wide = self.open, self.wide
         for doc in docs:
             if doc.get("direction", "in") != "in" or doc.get("seq") is None:
                 continue
@@ -153,7 +177,7 @@ class RollupBook:
             delta = deltas.get(slot)
             if delta is None:
                 delta = deltas[slot] = MinuteDelta(slot[0], from_seconds(slot[1] * MINUTE))
-            delta.add(doc, keys.setdefault(slot, set()))
+            delta.add(doc, wide)
         if through is not None:
             self.through = through
 
@@ -163,15 +187,19 @@ class RollupBook:
             return self.writing, True
         self.writing, self.open = list(self.open.values()), {}
         self.writing_through = self.through
+        for delta in self.writing:
+            delta.fresh = (delta.device_id, delta.start) not in self.minutes
         return self.writing, False
 
     def written(self, now):
-        """The taken deltas are in the database: note their hours to fold, forget old caps."""
+        """The taken deltas are in the database: note their minutes and hours, forget old ones."""
         for delta in self.writing:
             self.hours.add((delta.device_id, floor_time(delta.start, HOUR)))
+            self.minutes.add((delta.device_id, delta.start))
         self.writing = None
-        old = minute_of(now - FOLD_GRACE) - 1
-        self.keys = {slot: keys for slot, keys in self.keys.items() if slot[1] >= old}
+        old = now - FOLD_GRACE - timedelta(seconds=MINUTE)
+        self.wide = {slot: keys for slot, keys in self.wide.items() if slot[1] >= old}
+        self.minutes = {slot for slot in self.minutes if slot[1] >= old}
 
 
 def rollups_collection():
@@ -198,31 +226,57 @@ def flush_rollups(book, client_id, pause=None):
 
 
 def write_deltas(collection, deltas, process, pause=None, checked=False):
-    """One bulk of upserts; `checked` first leaves out the deltas the minutes already hold.
+    """Write deltas: a minute this process has not written yet is inserted whole, others upserted.
 
-    Checking costs a read per minute, so only a retried flush does it: after a failed
-    write, some of its deltas may be in the database.
+    An insert costs SecantusDB a twentieth of an upsert, and a device that speaks every
+    few seconds starts a new minute at almost every flush. A minute that exists after all
+    (another bridge, an earlier process) refuses the insert and is upserted instead,
+    checked. `checked` checks every delta first (a read per minute), as a flush retried
+    after a failed write must: some of its deltas may be in the database.
     """
     started = datetime.now(UTC)
     if checked:
-        deltas = [delta for delta in deltas if not _holds(collection, delta, process)]
-    try:
-        if deltas:
-            collection.bulk_write([delta.update(process) for delta in deltas], ordered=False)
-    except BulkWriteError as exc:
-        clashed = []
-        for error in exc.details["writeErrors"]:
-            delta = deltas[error["index"]]
-            if error.get("code") == DUPLICATE_KEY:
-                clashed.append(delta)  # another bridge made the minute's document at the same moment
-            else:  # a minute that cannot take more (too large): say so, go on
-                log.error(
-                    "rollup of %s at %s not written: %s", delta.device_id, delta.start, error.get("errmsg")
-                )
-        if clashed:
-            collection.bulk_write([delta.update(process) for delta in clashed], ordered=False)
+        rest = [delta for delta in deltas if not _holds(collection, delta, process)]
+    else:
+        clashed = _insert(collection, [delta for delta in deltas if delta.fresh], process)
+        rest = [delta for delta in deltas if not delta.fresh]
+        rest += [delta for delta in clashed if not _holds(collection, delta, process)]
+    if rest:
+        _upsert(collection, rest, process)
     if pause is not None:
         pause((datetime.now(UTC) - started).total_seconds())
+
+
+def _insert(collection, deltas, process):
+    """Insert new minutes' documents; the deltas whose minute existed already."""
+    try:
+        if deltas:
+            collection.insert_many([delta.document(process) for delta in deltas], ordered=False)
+    except BulkWriteError as exc:
+        return _refused(deltas, exc)
+    return []
+
+
+def _upsert(collection, deltas, process):
+    """Add deltas to their minutes; a minute two writers create at once is added to again."""
+    try:
+        collection.bulk_write([delta.update(process) for delta in deltas], ordered=False)
+    except BulkWriteError as exc:
+        clashed = _refused(deltas, exc)  # another bridge made the minute's document at the same moment
+        if clashed:
+            collection.bulk_write([delta.update(process) for delta in clashed], ordered=False)
+
+
+def _refused(deltas, exc):
+    """The deltas a bulk write refused for a duplicate key; others refused are logged (a minute too large)."""
+    clashed = []
+    for error in exc.details["writeErrors"]:
+        delta = deltas[error["index"]]
+        if error.get("code") == DUPLICATE_KEY:
+            clashed.append(delta)
+        else:
+            log.error("rollup of %s at %s not written: %s", delta.device_id, delta.start, error.get("errmsg"))
+    return clashed
 
 
 def _holds(collection, delta, process):
@@ -284,54 +338,3 @@ def _not_yet_folded(tail, process):
         if (mark := held[(doc["device_id"], floor_time(doc["received_at"], MINUTE))]) is None
         or doc["_id"] > mark
     ]
-
-
-def fold_closed(book, now=None, pause=None, limit=None):
-    """Fold the hours (then days) this process wrote minutes of, once they have ended, oldest first; how many.
-
-    At most `limit` a call: at the end of an hour every device that spoke in it is due,
-    and the flush that calls this must go on writing devices and minutes meanwhile
-    (charts read an hour's minutes until it is folded).
-    """
-    now = now or datetime.now(UTC)
-    folded = 0
-    for spans, size, parents in ((book.hours, HOUR, book.days), (book.days, DAY, None)):
-        due = sorted(s for s in spans if s[1] + timedelta(seconds=size) + FOLD_GRACE <= now)
-        for device_id, start in due if limit is None else due[: max(limit - folded, 0)]:
-            started = datetime.now(UTC)
-            fold(device_id, LEVEL_OF[size], start)
-            spans.discard((device_id, start))
-            if parents is not None:
-                parents.add((device_id, floor_time(start, DAY)))
-            folded += 1
-            if pause is not None:
-                pause((datetime.now(UTC) - started).total_seconds())
-    return folded
-
-
-def fold(device_id, level, start):
-    """Write a device's hour (day) document from its minutes (hours): buckets within, totals, names, newest values."""
-    low = seconds_since_epoch(start)
-    found = gather(device_id, low, low + SPAN[level], SUB[level], below=level)
-    totals, within = {}, {}
-    for moment, by_key in found.buckets.items():
-        offset = str(int((moment - low) // SUB[level]))
-        for key, stats in by_key.items():
-            within.setdefault(key, {})[offset] = stats
-            held = totals.get(key)
-            totals[key] = dict(stats) if held is None else merge_stats(held, stats)
-    kept = sorted(totals, key=lambda key: -totals[key]["n"])[:MAX_FOLDED]
-    doc = {
-        "device_id": device_id,
-        "level": level,
-        "start": start,
-        "c": found.count,
-        "lo_seq": found.lo_seq,
-        "hi_seq": found.hi_seq,
-        "f": {key: totals[key] for key in kept},
-        "b": {key: within[key] for key in kept},
-        "names": {key: found.names[key] for key in kept if key in found.names},
-        "last": {key: found.last[key] for key in kept if key in found.last},
-    }
-    query = {"device_id": device_id, "level": level, "start": start}
-    rollups_collection().replace_one(query, doc, upsert=True)

@@ -18,10 +18,11 @@ from carweb.bridge.book import DeviceBook
 from carweb.bridge.dispatch import dispatch
 from carweb.bridge.documents import document_or_none
 from carweb.bridge.flush import flush_devices, recover_unflushed
+from carweb.bridge.folds import fold_closed
 from carweb.bridge.ingest import prepare_batch, store_messages
 from carweb.bridge.limits import ArrivalWatermark, ByteBudget, FairQueue, held_bytes
 from carweb.bridge.mqtt import build_client, connect_async, parse_mqtt_url
-from carweb.bridge.rollups import RollupBook, flush_rollups, fold_closed, recover_rollups
+from carweb.bridge.rollups import RollupBook, flush_rollups, recover_rollups
 from carweb.bridge.topics import subscription
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,8 @@ from carweb.live import device_summary, job_summary, message_summary
 from carweb.models import Device, DeviceToken, Message, Rollup
 from carweb.models.user import ADMINS, OPERATORS
 from carweb.ota.jobs import latest_jobs
-from carweb.telemetry.charts import PAGE_RANGES, chart, chart_rows, first_chart_query, iso_time, recent_series
+from carweb.telemetry.charts import chart
+from carweb.telemetry.page import PAGE_RANGES, chart_rows, first_chart_query, iso_time, recent_series
 from carweb.users.forms import RevokeForm
 from carweb.users.tokens import revoke_token
 

@@ -44,7 +44,11 @@ def _walk(value, path, depth, found):
 
 def series_name(topic, path):
     """`<topic below the device id>: <path>`; either part alone when the other is empty."""
-    below = topic.partition("/")[2]
+    return name_below(topic.partition("/")[2], path)
+
+
+def name_below(below, path):
+    """The series name of `path` in messages on a topic that is `below` under the device id."""
     if below and path:
         return f"{below}: {path}"
     return below or path or "value"
