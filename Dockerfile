@@ -2,13 +2,12 @@
 # carweb's production image: `docker build -t carweb .`; docker-compose.yml runs it
 # behind nginx with MongoDB, Mosquitto and Redis.
 
-# Browser libraries, as `make assets` does it: only the built socket.io client ships.
+# Browser libraries, as `make assets` does it: only the built files ship (deploy/vendor.sh).
 FROM node:20-slim AS assets
 WORKDIR /build
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund --loglevel=error \
-    && mkdir -p static/vendor \
-    && cp node_modules/socket.io-client/dist/socket.io.min.js static/vendor/
+COPY deploy/vendor.sh deploy/
+RUN npm ci --no-audit --no-fund --loglevel=error && deploy/vendor.sh
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \

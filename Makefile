@@ -16,11 +16,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-static/vendor/.built: package.json package-lock.json
+static/vendor/.built: package.json package-lock.json deploy/vendor.sh
 	npm ci --no-audit --no-fund --loglevel=error
-	mkdir -p static/vendor
-	cp node_modules/socket.io-client/dist/socket.io.min.js static/vendor/
-	cp node_modules/uplot/dist/uPlot.iife.min.js node_modules/uplot/dist/uPlot.min.css static/vendor/
+	deploy/vendor.sh
 	touch $@
 
 assets: static/vendor/.built

@@ -46,7 +46,13 @@ def test_a_release_holds_the_tracked_files_and_the_built_browser_libraries(relea
     """Everything the server needs, and nothing of the development machine."""
     with tarfile.open(release) as tar:
         names = set(tar.getnames())
-    assert {"wsgi.py", "requirements.txt", "deploy/install.sh", "static/vendor/socket.io.min.js"} <= names
+    assert {
+        "wsgi.py",
+        "requirements.txt",
+        "deploy/install.sh",
+        "static/vendor/socket.io.min.js",
+        "static/vendor/uPlot.iife.min.js",
+    } <= names
     assert not any(name.startswith((".venv", "var/", "node_modules", "dist/")) for name in names)
 
 
