@@ -297,6 +297,8 @@ def report(args, summary, live, memory, timings, start_memory, end_memory, drain
         f"bridge process memory: start {start_memory:.1f} MiB, end {end_memory:.1f} MiB, "
         f"max {max(samples, default=end_memory):.1f} MiB, growth {end_memory - start_memory:+.1f} MiB"
     )
+    per_minute = samples[:: max(int(60 / MEMORY_EVERY), 1)]
+    print("  minute by minute, MiB: " + "  ".join(f"{value:.0f}" for value in per_minute))
     print(
         f"devices waiting for their document's write, sampled every {MEMORY_EVERY:g} s: median "
         f"{percentile(unflushed, 0.5) or 0:.0f}, max {max(unflushed, default=0):.0f}"

@@ -226,6 +226,25 @@ def test_a_flush_retried_after_a_failed_write_writes_each_minute_once(app):
     assert_exact(chart(device, NAMES, T0, T0 + timedelta(minutes=10), points=10, now=T0), pairs)
 
 
+def test_a_minute_is_written_once_it_has_ended_unless_it_is_busy(app):
+    """A car's minute waits for its end (one insert, not an upsert a flush); a busy device's goes as it fills."""
+    book, rollups = DeviceBook(), RollupBook()
+    quiet = store_messages(
+        book, prepare_batch(book, build_documents(car_messages("quiet", T0, 30, 5), MAX_PAYLOAD))
+    )
+    busy = store_messages(
+        book, prepare_batch(book, build_documents(car_messages("busy", T0, 30, 0.2), MAX_PAYLOAD))
+    )
+    rollups.record(quiet + busy, through=busy[-1]["_id"])
+    assert flush_rollups(rollups, "waiting-bridge", now=T0 + timedelta(seconds=40)) == 1  # only the busy one
+    assert Rollup.objects(level="m").distinct("device_id") == ["busy"]
+    kept = rollups.open[("quiet", int(T0.timestamp()) // 60)]
+    assert rollups.saved == (busy[-1]["_id"], kept.first_id)  # a recovery would start at the kept minute
+    assert recover_rollups(RollupBook(process="0e0e0e0e0e"), "waiting-bridge") == len(quiet) + len(busy)
+    assert Rollup.objects.get(device_id="quiet", level="m").c == len(quiet)  # the crash lost nothing
+    assert Rollup.objects.get(device_id="busy", level="m").c == len(busy)  # and added nothing twice
+
+
 def test_two_bridges_adding_to_the_same_minutes_add_up(app):
     """A shared subscription splits one device's messages between bridges: both write its minutes."""
     pairs = car_messages("shared", T0, 300, 1)

@@ -41,6 +41,8 @@ WRITE_CHUNK = 50  # minutes per bulk write, with a pause after each like the dev
 # message grows its documents by this much at most, not by a field per message.
 MAX_SERIES = 100
 COMMON_SERIES = 32  # a device's minute with more series than this is watched for the cap
+DENSE = 120  # a device-minute with this many messages waiting is written before it ends
+WRITE_GRACE = timedelta(seconds=2)  # a minute is written this long after it ends (batches in flight)
 # Recovery reads messages stored after the last flush of the process that stopped, up
 # to this long after it last wrote (it wrote every second while it could store anything).
 RECOVERY_WINDOW = timedelta(minutes=5)
@@ -165,7 +167,8 @@ class RollupBook:
         self.wide = {}  # (device id, minute start) -> series keys, of minutes with many (the cap)
         self.minutes = set()  # (device id, minute start) this process has written, lately
         self.hours, self.days = set(), set()
-        self.through = self.writing_through = self.saved_through = None
+        self.through = self.writing_through = self.writing_from = None
+        self.saved = None  # the progress last saved: (through, from)
 
     def record(self, docs, through=None):
         """Fold stored messages in, each device's oldest first; `through` as for `DeviceBook.record`."""
@@ -181,14 +184,27 @@ class RollupBook:
         if through is not None:
             self.through = through
 
-    def take(self):
-        """The deltas to write, and whether a failed flush took them already (some may be written)."""
+    def take(self, now=None):
+        """The deltas to write, and whether a failed flush took them already (some may be written).
+
+        A minute is written once it has ended, so a car that speaks every few seconds
+        costs one insert a minute, not an upsert a flush; a busy device's (DENSE
+        messages or more) is written as it goes, so charts never read many messages
+        that are in no minute yet. The ones kept back are where a recovery starts.
+        """
         if self.writing is not None:
             return self.writing, True
-        self.writing, self.open = list(self.open.values()), {}
+        ended = minute_of((now or datetime.now(UTC)) - WRITE_GRACE)  # minutes before it have ended
+        ready, kept = [], {}
+        for slot, delta in self.open.items():
+            if slot[1] < ended or delta.count >= DENSE:
+                delta.fresh = (delta.device_id, delta.start) not in self.minutes
+                ready.append(delta)
+            else:
+                kept[slot] = delta
+        self.writing, self.open = ready, kept
         self.writing_through = self.through
-        for delta in self.writing:
-            delta.fresh = (delta.device_id, delta.start) not in self.minutes
+        self.writing_from = min((delta.first_id for delta in kept.values()), default=None)
         return self.writing, False
 
     def written(self, now):
@@ -212,16 +228,17 @@ def rollups_collection():
     return Rollup._get_collection()
 
 
-def flush_rollups(book, client_id, pause=None):
-    """Write the changed minutes, then note how far this process's messages are written; how many."""
-    deltas, retried = book.take()
+def flush_rollups(book, client_id, pause=None, now=None):
+    """Write the minutes that have ended (and busy ones), then note how far this process's messages are written; how many."""
+    deltas, retried = book.take(now)
     collection = rollups_collection()
     for first in range(0, len(deltas), WRITE_CHUNK):
         write_deltas(collection, deltas[first : first + WRITE_CHUNK], book.process, pause, checked=retried)
     book.written(datetime.now(UTC))
-    if book.writing_through is not None and book.writing_through != book.saved_through:
-        save_progress(client_id, book.process, book.writing_through)
-        book.saved_through = book.writing_through
+    progress = (book.writing_through, book.writing_from)
+    if book.writing_through is not None and progress != book.saved:
+        save_progress(client_id, book.process, *progress)
+        book.saved = progress
     return len(deltas)
 
 
@@ -292,11 +309,11 @@ def progress_id(client_id):
     return f"telemetry:{client_id}"
 
 
-def save_progress(client_id, process, through):
-    """Every message of `process` up to `through` is in its minutes' rollups."""
+def save_progress(client_id, process, through, start=None):
+    """Every message of `process` up to `through` is in its minutes' rollups, except from `start` on (minutes kept back)."""
     IngestState._get_collection().with_options(write_concern=JOURNALED).update_one(
         {"_id": progress_id(client_id)},
-        {"$set": {"process": process, "through": through, "updated_at": datetime.now(UTC)}},
+        {"$set": {"process": process, "through": through, "from": start, "updated_at": datetime.now(UTC)}},
         upsert=True,
     )
 
@@ -308,12 +325,13 @@ def recover_rollups(book, client_id):
         return 0
     old = state["process"]
     until = ObjectId.from_datetime(state["updated_at"] + RECOVERY_WINDOW)
-    query = {"_id": {"$gt": state["through"], "$lt": until}}
+    after = {"$gte": state["from"]} if state.get("from") else {"$gt": state["through"]}
+    query = {"_id": {**after, "$lt": until}}
     tail = [doc for doc in Message._get_collection().find(query, TAIL_FIELDS, sort=[("_id", 1)])]
     tail = [doc for doc in tail if process_of(doc["_id"]) == old]
     lost = RollupBook(old)
     lost.record(_not_yet_folded(tail, old))
-    deltas, _ = lost.take()
+    deltas, _ = lost.take(now=datetime.now(UTC) + timedelta(hours=1))  # every minute, ended or not
     for first in range(0, len(deltas), WRITE_CHUNK):
         write_deltas(rollups_collection(), deltas[first : first + WRITE_CHUNK], old)
     book.hours.update((d.device_id, floor_time(d.start, HOUR)) for d in deltas)

@@ -129,7 +129,7 @@ def render_device(device, new_token=None, token_form=None):
         page = message_page(device, query, known_seq=stored_seq(device_id))
     else:
         page = None
-    series = recent_series(device)
+    series = recent_series(device, known_seq=stored_seq(device_id))
     chart = first_chart_query(request.args, series, datetime.now(UTC))
     html = render_template(
         "devices/show.html",
@@ -169,7 +169,7 @@ def telemetry(device_id):
 
 def chart_response(device, series, points, format, since=None, until=None):
     """The chart of `series` (the device's recent ones when empty) as JSON or as a CSV download."""
-    names = series or [found["name"] for found in recent_series(device)]
+    names = series or [found["name"] for found in recent_series(device, stored_seq(device.device_id))]
     result = chart(device, names, since, until, points, known_seq=stored_seq(device.device_id))
     if format == "csv":
         out = io.StringIO()

@@ -2,20 +2,24 @@
 
 from datetime import UTC, datetime, timedelta
 
-from carweb.models import Rollup
-from carweb.telemetry.charts import MAX_CHART_SERIES, POINTS_DEFAULT, TOPUP_WINDOW, aware
-from carweb.telemetry.series import from_seconds
+from carweb.history import newest_seq
+from carweb.models import Message, Rollup
+from carweb.telemetry.charts import MAX_CHART_SERIES, POINTS_DEFAULT, RAW_FIELDS, TOPUP_WINDOW, aware
+from carweb.telemetry.series import from_seconds, message_points
 
 RECENT_MINUTES = 30  # the series a page lists: those of the device's newest minutes with numbers
+RECENT_MESSAGES = 20  # and of its newest messages
 PAGE_RANGES = {"15m": 900, "1h": 3600, "1d": 86400, "1w": 604800, "all": None}  # the page's buttons
 PAGE_SERIES = 3  # series a page charts when its address names none
 
 
-def recent_series(device):
-    """The series of the device's last RECENT_MINUTES minutes of rollups: name, newest value and its time, by name.
+def recent_series(device, known_seq=0):
+    """The series of the device's last RECENT_MINUTES minutes: name, newest value and its time, by name.
 
-    The minutes are a range of times up to the device's last message (as its document
-    knows it), so the read is bounded on every server, however long the history.
+    From the minutes' rollups, a range of times up to the device's last message (as its
+    document knows it), so the read is bounded on every server however long the
+    history; and from its RECENT_MESSAGES newest messages, which may be in no minute yet
+    (the bridge writes a minute once it has ended).
     """
     newest = device.last_seen_at or datetime.now(UTC)
     query = {
@@ -27,10 +31,21 @@ def recent_series(device):
     for doc in Rollup._get_collection().find(query, {"names": 1, "last": 1}):
         names = doc.get("names") or {}
         for key, last in (doc.get("last") or {}).items():
-            held = found.get(names.get(key))
-            if key in names and (held is None or aware(last["at"]) > held["at"]):
-                found[names[key]] = {"name": names[key], "value": last["v"], "at": aware(last["at"])}
+            if key in names:
+                _keep_newer(found, names[key], last["v"], aware(last["at"]))
+    top = newest_seq(device, known_seq)
+    messages = {"device_id": device.device_id, "seq": {"$gt": top - RECENT_MESSAGES, "$lte": top}}
+    for doc in Message._get_collection().find(messages, RAW_FIELDS):
+        for name, value in message_points(doc).items():
+            _keep_newer(found, name, value, aware(doc["received_at"]))
     return sorted(found.values(), key=lambda series: series["name"])
+
+
+def _keep_newer(found, name, value, at):
+    """Hold (value, time) as the series' newest unless a newer one is held."""
+    held = found.get(name)
+    if held is None or at > held["at"]:
+        found[name] = {"name": name, "value": value, "at": at}
 
 
 def first_chart_query(args, listed, now):
