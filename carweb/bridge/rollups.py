@@ -25,6 +25,7 @@ from carweb.bridge.ingest import DUPLICATE_KEY, JOURNALED
 from carweb.models import Message, Rollup
 from carweb.models.state import IngestState
 from carweb.telemetry.series import (
+    aware,
     floor_time,
     from_seconds,
     name_below,
@@ -152,9 +153,7 @@ def series_of(below, path):
 
 def minute_of(moment):
     """The minute (since 1970) a message was received in; naive times are UTC, as pymongo returns them."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp()) // MINUTE
+    return int(aware(moment).timestamp()) // MINUTE
 
 
 class RollupBook:
@@ -298,10 +297,15 @@ def _refused(deltas, exc):
 
 def _holds(collection, delta, process):
     """Whether the delta's minute already holds its messages (its newest id from `process` is at least the delta's first)."""
-    query = {"device_id": delta.device_id, "level": "m", "start": delta.start}
-    found = collection.find_one(query, {f"w.{process}": 1}) or {}
-    mark = (found.get("w") or {}).get(process)
+    mark = _mark(collection, delta.device_id, delta.start, process)
     return mark is not None and mark >= delta.first_id
+
+
+def _mark(collection, device_id, start, process):
+    """The newest message `_id` from `process` that a device's minute holds, or None."""
+    query = {"device_id": device_id, "level": "m", "start": start}
+    found = collection.find_one(query, {f"w.{process}": 1}) or {}
+    return (found.get("w") or {}).get(process)
 
 
 def progress_id(client_id):
@@ -327,8 +331,8 @@ def recover_rollups(book, client_id):
     until = ObjectId.from_datetime(state["updated_at"] + RECOVERY_WINDOW)
     after = {"$gte": state["from"]} if state.get("from") else {"$gt": state["through"]}
     query = {"_id": {**after, "$lt": until}}
-    tail = [doc for doc in Message._get_collection().find(query, TAIL_FIELDS, sort=[("_id", 1)])]
-    tail = [doc for doc in tail if process_of(doc["_id"]) == old]
+    found = Message._get_collection().find(query, TAIL_FIELDS, sort=[("_id", 1)])
+    tail = [doc for doc in found if process_of(doc["_id"]) == old]
     lost = RollupBook(old)
     lost.record(_not_yet_folded(tail, old))
     deltas, _ = lost.take(now=datetime.now(UTC) + timedelta(hours=1))  # every minute, ended or not
@@ -343,16 +347,7 @@ def recover_rollups(book, client_id):
 
 def _not_yet_folded(tail, process):
     """The messages of `tail` above what their minutes already hold from `process`."""
-    slots = {(doc["device_id"], floor_time(doc["received_at"], MINUTE)) for doc in tail}
-    held = {}
-    for device_id, start in slots:
-        found = Rollup._get_collection().find_one(
-            {"device_id": device_id, "level": "m", "start": start}, {f"w.{process}": 1}
-        )
-        held[(device_id, start)] = ((found or {}).get("w") or {}).get(process)
-    return [
-        doc
-        for doc in tail
-        if (mark := held[(doc["device_id"], floor_time(doc["received_at"], MINUTE))]) is None
-        or doc["_id"] > mark
-    ]
+    collection = rollups_collection()
+    slot_of = {doc["_id"]: (doc["device_id"], floor_time(doc["received_at"], MINUTE)) for doc in tail}
+    marks = {slot: _mark(collection, *slot, process) for slot in set(slot_of.values())}
+    return [doc for doc in tail if (mark := marks[slot_of[doc["_id"]]]) is None or doc["_id"] > mark]

@@ -157,6 +157,7 @@ def render_device(device, new_token=None, token_form=None):
 @bp.route("/<device_id>/telemetry")
 def telemetry(device_id):
     """A device's series over a time range as JSON or CSV: buckets of min, max and mean (the page's charts)."""
+    # The API's schema, imported here: carweb.api.v1 imports this module.
     from carweb.api.v1.schemas import TelemetryArgs
 
     device = device_or_404(device_id)
@@ -169,8 +170,9 @@ def telemetry(device_id):
 
 def chart_response(device, series, points, format, since=None, until=None):
     """The chart of `series` (the device's recent ones when empty) as JSON or as a CSV download."""
-    names = series or [found["name"] for found in recent_series(device, stored_seq(device.device_id))]
-    result = chart(device, names, since, until, points, known_seq=stored_seq(device.device_id))
+    known = stored_seq(device.device_id)
+    names = series or [found["name"] for found in recent_series(device, known)]
+    result = chart(device, names, since, until, points, known_seq=known)
     if format == "csv":
         out = io.StringIO()
         csv.writer(out).writerows(chart_rows(result))

@@ -15,7 +15,14 @@ from datetime import UTC, datetime, timedelta
 from carweb.history import newest_seq, seq_bounds
 from carweb.models import Message
 from carweb.telemetry.buckets import Reads, gather, merge_into
-from carweb.telemetry.series import add_value, message_points, new_stats, seconds_since_epoch, series_key
+from carweb.telemetry.series import (
+    add_value,
+    aware,
+    message_points,
+    new_stats,
+    seconds_since_epoch,
+    series_key,
+)
 
 POINTS_DEFAULT, POINTS_MAX = 1000, 2000
 MAX_CHART_SERIES = 16  # series one request may ask for
@@ -147,8 +154,3 @@ def _points(buckets, key):
         if stats is not None:
             points.append([start, stats["lo"], stats["hi"], stats["s"] / stats["n"], stats["n"]])
     return points
-
-
-def aware(moment):
-    """Datetimes from the database as aware UTC (whatever the connection's tz_aware)."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -4,8 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 from carweb.history import newest_seq
 from carweb.models import Message, Rollup
-from carweb.telemetry.charts import MAX_CHART_SERIES, POINTS_DEFAULT, RAW_FIELDS, TOPUP_WINDOW, aware
-from carweb.telemetry.series import from_seconds, message_points
+from carweb.telemetry.charts import MAX_CHART_SERIES, POINTS_DEFAULT, RAW_FIELDS, TOPUP_WINDOW
+from carweb.telemetry.series import aware, from_seconds, message_points
 
 RECENT_MINUTES = 30  # the series a page lists: those of the device's newest minutes with numbers
 RECENT_MESSAGES = 20  # and of its newest messages

@@ -89,11 +89,14 @@ def merge_stats(into, other):
     return into
 
 
+def aware(moment):
+    """Datetimes from the database as aware UTC (naive ones are UTC, as pymongo returns them)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def seconds_since_epoch(moment):
-    """A datetime (naive ones are UTC, as pymongo returns them) as seconds since 1970."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (moment - EPOCH).total_seconds()
+    """A datetime (naive ones are UTC) as seconds since 1970."""
+    return (aware(moment) - EPOCH).total_seconds()
 
 
 def floor_time(moment, seconds):
